@@ -1,0 +1,65 @@
+"""The `elm` command line.
+
+Every subcommand is registered by the module that owns its domain: each `register`
+function adds a subparser whose `handler(args) -> int` does the work. A `UserError`
+(or a config, environment or sandbox error) becomes one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+# Before transformers is ever imported: a hub miss must fail at once, not retry.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+_COMMAND_MODULES = tuple(
+    f"elm.commands.{name}"
+    for name in ("run", "eval", "inspect", "report", "env", "sandbox", "bench")
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors exit 2 on one line too
+        self.exit(2, f"elm: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="elm", description="Evolution through Large Models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for module_name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:
+                raise
+            continue
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from elm.errors import UserError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as error:
+        print(f"elm: error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("elm: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text or type(error).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

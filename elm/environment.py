@@ -1,0 +1,212 @@
+"""The environment plug-in contract and its loader.
+
+An environment says what programs look like (seeds, commit messages), what runs inside
+the sandbox with a candidate (files and an entry point), and how a sandbox result is
+scored on the host (fitness and a descriptor, or an explicit invalid reason).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, ClassVar, Mapping, Sequence
+
+from elm.errors import UserError
+
+ENTRY_POINT_GROUP = "elm.environments"
+BUILTIN_PACKAGE = "environments"
+
+
+class EnvironmentLoadError(UserError):
+    """An environment could not be found or loaded."""
+
+
+
+
+@dataclass(frozen=True)
+class Program:
+    """A candidate program: the file name it is known by and its source."""
+
+    file_name: str
+    source: str
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class CommitMessage:
+    text: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Dimension:
+    name: str
+    low: float
+    high: float
+    bins: int
+
+
+@dataclass(frozen=True)
+class DescriptorSpace:
+    dimensions: tuple[Dimension, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.dimensions)
+
+    @property
+    def ranges(self) -> tuple[tuple[float, float], ...]:
+        return tuple((d.low, d.high) for d in self.dimensions)
+
+    @property
+    def bins(self) -> tuple[int, ...]:
+        return tuple(d.bins for d in self.dimensions)
+
+    def __len__(self) -> int:
+        return len(self.dimensions)
+
+
+@dataclass(frozen=True)
+class Score:
+    """Host-side verdict on one sandbox result."""
+
+    fitness: float | None = None
+    descriptor: tuple[float, ...] | None = None
+    invalid_reason: str | None = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        return self.invalid_reason is None
+
+    @classmethod
+    def of(cls, fitness: float, descriptor: Sequence[float], **extras: Any) -> "Score":
+        values = [float(fitness), *map(float, descriptor)]
+        if not all(math.isfinite(v) for v in values):
+            return cls.invalid("fitness or descriptor is not finite")
+        return cls(fitness=values[0], descriptor=tuple(values[1:]), extras=extras)
+
+    @classmethod
+    def invalid(cls, reason: str) -> "Score":
+        return cls(invalid_reason=reason)
+
+
+_DEFAULT_HARNESS = '''\
+import importlib
+
+
+def main():
+    candidate = importlib.import_module({module!r})
+    return candidate.{entry}()
+'''
+
+
+class Environment:
+    """Base class of every environment. Subclasses set the class attributes and `score`.
+
+    The sandbox side: `sandbox_files()` are written next to the candidate file
+    (`file_name`) in a scratch folder, and the runner calls `main()` of the file named by
+    `harness`; whatever `main()` returns, as JSON, is the result handed to `score`.
+    The default harness imports the candidate and returns `entry_point()`.
+    """
+
+    name: ClassVar[str] = ""
+    file_name: ClassVar[str] = "program.py"
+    entry_point: ClassVar[str] = "main"
+    harness: ClassVar[str] = "elm_harness.py"
+    descriptor_space: ClassVar[DescriptorSpace]
+    commit_messages: ClassVar[tuple[CommitMessage, ...]] = (
+        CommitMessage("Changed the program.", 1.0),
+    )
+    # The fitness floor for the QD score (sum over elites of fitness - qd_offset).
+    qd_offset: ClassVar[float] = 0.0
+
+    def __init__(self, seeds: Sequence[str] | None = None, **options: Any) -> None:
+        if options:
+            unknown = ", ".join(sorted(options))
+            raise EnvironmentLoadError(f"environment {self.name!r} takes no option(s): {unknown}")
+        self.seed_names = list(seeds) if seeds is not None else None
+
+    def select_seeds(self, programs: Sequence[Program]) -> list[Program]:
+        """Keep the seeds named in the config (all when none were named)."""
+        if self.seed_names is None:
+            return list(programs)
+        by_name = {program.name: program for program in programs}
+        unknown = [name for name in self.seed_names if name not in by_name]
+        if unknown:
+            known = ", ".join(sorted(by_name))
+            raise EnvironmentLoadError(f"unknown seed(s) {', '.join(unknown)} (known: {known})")
+        return [by_name[name] for name in self.seed_names]
+
+    def seeds(self) -> list[Program]:
+        raise NotImplementedError
+
+    def sandbox_files(self) -> dict[str, str]:
+        module = self.file_name.removesuffix(".py")
+        return {self.harness: _DEFAULT_HARNESS.format(module=module, entry=self.entry_point)}
+
+    def score(self, result: Any) -> Score:
+        raise NotImplementedError
+
+    def render(self, result: Any, path: str) -> str | None:
+        """Draw a picture of a result into `path` (without suffix); return the file written."""
+        return None
+
+
+def load_environment(spec: str, options: Mapping[str, Any] | None = None) -> Environment:
+    """Load by built-in name (`sodarace`), `module:Class`, or entry point name."""
+    cls = _find_class(spec)
+    if not (isinstance(cls, type) and issubclass(cls, Environment)):
+        raise EnvironmentLoadError(f"{spec!r} is not an elm Environment subclass")
+    try:
+        return cls(**dict(options or {}))
+    except TypeError as error:
+        raise EnvironmentLoadError(f"environment {spec!r}: {error}") from None
+
+
+def available_environments() -> dict[str, str]:
+    """Name -> where it comes from, for built-ins and installed entry points."""
+    found = {name: f"{BUILTIN_PACKAGE}.{name}" for name in _builtin_names()}
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        found.setdefault(point.name, point.value)
+    return found
+
+
+def _find_class(spec: str) -> Any:
+    if ":" in spec:
+        module_name, _, attribute = spec.partition(":")
+        module = _import(module_name, spec)
+        if not hasattr(module, attribute):
+            raise EnvironmentLoadError(f"module {module_name!r} has no {attribute!r}")
+        return getattr(module, attribute)
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        if point.name == spec:
+            try:
+                return point.load()
+            except Exception as error:  # a broken plug-in must not crash the CLI
+                raise EnvironmentLoadError(f"entry point {spec!r} failed to load: {error}") from None
+    if spec in _builtin_names():
+        module = _import(f"{BUILTIN_PACKAGE}.{spec}", spec)
+        return getattr(module, "ENVIRONMENT", None)
+    known = ", ".join(sorted(available_environments())) or "none"
+    raise EnvironmentLoadError(f"unknown environment {spec!r} (known: {known}; or use module:Class)")
+
+
+def _import(module_name: str, spec: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        raise EnvironmentLoadError(f"cannot import environment {spec!r}: {error}") from None
+
+
+def _builtin_names() -> list[str]:
+    try:
+        package = importlib.import_module(BUILTIN_PACKAGE)
+    except ImportError:
+        return []
+    from pathlib import Path
+
+    root = Path(package.__file__).parent
+    return sorted(p.name for p in root.iterdir() if (p / "__init__.py").exists())

@@ -1,0 +1,99 @@
+"""Evaluation of children: compile check on the host, run in the sandbox, score on the host.
+
+Nothing here places candidates in the archive; the loop does. Every child comes back as a
+`CandidateRecord` with its final status and the furthest funnel stage it reached.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+from elm.config import SandboxConfig
+from elm.environment import Environment, Score
+from elm.mutation import Child
+from elm.sandbox import Job, Outcome, Sandbox
+from elm.store import CandidateRecord
+
+_STDOUT_KEEP = 4096
+
+
+class Evaluator:
+    def __init__(self, environment: Environment, sandbox: Sandbox, settings: SandboxConfig) -> None:
+        self.environment = environment
+        self.sandbox = sandbox
+        self.settings = settings
+        self._files = environment.sandbox_files()
+
+    def job_for(self, source: str) -> Job:
+        files = {**self._files, self.environment.file_name: source}
+        return Job(files=files, entry=self.environment.harness,
+                   timeout_s=self.settings.timeout_s, memory_mb=self.settings.memory_mb)
+
+    def evaluate(self, children: Sequence[Child], ids: Sequence[int], iteration: int) -> list[CandidateRecord]:
+        """Records for `children` (ids given by the loop), in the same order."""
+        records = [self._record(child, cid, iteration) for child, cid in zip(children, ids)]
+        runnable = [r for r in records if r.stage == "compiled"]
+        started = time.perf_counter()
+        outcomes = self.sandbox.run_many([self.job_for(r.source or "") for r in runnable])
+        elapsed = time.perf_counter() - started
+        for record, outcome in zip(runnable, outcomes):
+            record.timings["evaluate_s"] = elapsed / max(len(runnable), 1)
+            record.timings["sandbox_s"] = outcome.seconds
+            self._score(record, outcome)
+        return records
+
+    def _record(self, child: Child, candidate_id: int, iteration: int) -> CandidateRecord:
+        record = CandidateRecord(
+            id=candidate_id, iteration=iteration, parent_id=child.parent_id,
+            operator=child.operator, file_name=self.environment.file_name, source=child.source,
+            stage=child.stage, status="mutation_failed", commit_message=child.commit_message,
+            diff=child.diff, error=child.error, timings=dict(child.timings), extras=dict(child.extras),
+        )
+        if child.source is None:
+            return record
+        syntax_error = compile_error(child.source, self.environment.file_name)
+        if syntax_error:
+            record.status, record.error = "syntax_error", syntax_error
+        else:
+            record.stage, record.status = "compiled", "pending"
+        return record
+
+    def _score(self, record: CandidateRecord, outcome: Outcome) -> None:
+        record.stdout = outcome.stdout[-_STDOUT_KEEP:] or None
+        record.status = outcome.status
+        if outcome.status != "ok":
+            record.error = outcome.error
+            return
+        record.stage = "ran"
+        record.result = outcome.result
+        score = score_safely(self.environment, outcome.result)
+        if not score.valid:
+            record.status, record.error = "invalid", score.invalid_reason
+            return
+        record.stage = "scored"
+        record.fitness = score.fitness
+        record.descriptor = list(score.descriptor or ())
+        record.extras.update(score.extras)
+
+
+def compile_error(source: str, file_name: str) -> str | None:
+    """Why `source` does not compile, or None. Compiling parses; it executes nothing."""
+    try:
+        compile(source, file_name, "exec", dont_inherit=True)
+    except SyntaxError as error:
+        return f"SyntaxError: {error.msg} (line {error.lineno})"
+    except (ValueError, RecursionError, MemoryError, OverflowError) as error:
+        return f"{type(error).__name__}: {str(error)[:200]}"
+    return None
+
+
+def score_safely(environment: Environment, result: Any) -> Score:
+    """An environment's scoring bug on hostile data invalidates the candidate, not the run."""
+    try:
+        score = environment.score(result)
+    except Exception as error:  # the environment is plug-in code; record its failure
+        return Score.invalid(f"scoring failed: {type(error).__name__}: {str(error)[:200]}")
+    if not isinstance(score, Score):
+        return Score.invalid(f"score() returned {type(score).__name__}, not Score")
+    return score

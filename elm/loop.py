@@ -1,0 +1,142 @@
+"""The MAP-Elites driver: seed the archive, then select, mutate, evaluate and place.
+
+Iteration 0 evaluates the environment's seed programs. Every later iteration draws its
+parents and commit messages from an RNG derived from (run seed, iteration), so a resumed
+run continues the same random stream, and commits everything it did in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Callable, Sequence
+
+import numpy as np
+
+from elm.archive import Archive
+from elm.config import ElmConfig
+from elm.environment import Environment
+from elm.evaluator import Evaluator
+from elm.mutation import STAGES, Child, MutationRequest, Mutator
+from elm.mutation.prompt import choose_commit_messages, commit_messages_for
+from elm.store import CandidateRecord, IterationMetrics, RunStore, SnapshotRow
+
+IterationListener = Callable[[IterationMetrics], None]
+
+
+class EvolutionLoop:
+    def __init__(
+        self,
+        config: ElmConfig,
+        environment: Environment,
+        archive: Archive,
+        mutator: Mutator,
+        evaluator: Evaluator,
+        store: RunStore,
+        on_iteration: IterationListener | None = None,
+    ) -> None:
+        self.config = config
+        self.environment = environment
+        self.archive = archive
+        self.mutator = mutator
+        self.evaluator = evaluator
+        self.store = store
+        self.on_iteration = on_iteration or (lambda metrics: None)
+        self.commit_messages = commit_messages_for(config, environment)
+        self._sources: dict[int, str] = {}
+        self._next_id = store.next_candidate_id()
+
+    def run(self) -> None:
+        last = self.restore()
+        if last is None:
+            self.seed()
+            last = 0
+        for iteration in range(last + 1, self.config.run.iterations + 1):
+            self.step(iteration)
+
+    def restore(self) -> int | None:
+        """Rebuild the archive from the store; return the last committed iteration."""
+        for record in self.store.scored_candidates():
+            self.archive.add(record.id, record.fitness, record.descriptor)
+        elite_ids = [e.candidate_id for e in self.archive.elites()]
+        self._sources = self.store.sources(elite_ids)
+        return self.store.last_iteration()
+
+    def seed(self) -> None:
+        started = time.perf_counter()
+        seeds = self.environment.select_seeds(self.environment.seeds())
+        children = [Child(parent_id=None, source=p.source, operator="seed",
+                          commit_message=p.name or None, stage="applied") for p in seeds]
+        self._finish(0, children, started)
+
+    def step(self, iteration: int) -> None:
+        started = time.perf_counter()
+        children = self.mutator.propose(self.requests(iteration))
+        self._finish(iteration, children, started)
+
+    def requests(self, iteration: int) -> list[MutationRequest]:
+        if not self.archive.elites():
+            raise RuntimeError("the archive is empty: no seed program was valid (see elm inspect)")
+        rng = np.random.default_rng([self.config.run.seed, iteration])
+        count = self.config.run.batch_size
+        parents = self.archive.sample_parents(count, rng)
+        messages = choose_commit_messages(self.commit_messages, count, rng)
+        seeds = rng.integers(0, 2**31 - 1, size=count)
+        return [
+            MutationRequest(parent_id=p.candidate_id, file_name=self.environment.file_name,
+                            source=self._sources[p.candidate_id], commit_message=m, seed=int(s))
+            for p, m, s in zip(parents, messages, seeds)
+        ]
+
+    def place(self, records: Sequence[CandidateRecord]) -> None:
+        for record in records:
+            if record.status != "ok":
+                continue
+            placement = self.archive.add(record.id, record.fitness, record.descriptor)
+            record.niche, record.placement = placement.niche, placement.outcome
+            if placement.placed:
+                record.stage = "placed"
+                self._sources[record.id] = record.source or ""
+
+    def _finish(self, iteration: int, children: Sequence[Child], started: float) -> None:
+        ids = list(range(self._next_id, self._next_id + len(children)))
+        records = self.evaluator.evaluate(children, ids, iteration)
+        self.place(records)
+        metrics = self._metrics(iteration, records, time.perf_counter() - started)
+        self.store.record_iteration(records, metrics, self._snapshot(iteration))
+        self._next_id += len(children)
+        self._forget_replaced_sources()
+        self.on_iteration(metrics)
+
+    def _snapshot(self, iteration: int) -> list[SnapshotRow] | None:
+        last = iteration == self.config.run.iterations
+        if iteration % self.config.run.snapshot_every and not last:
+            return None
+        return [SnapshotRow(e.niche, e.candidate_id, e.fitness, e.descriptor)
+                for e in self.archive.elites()]
+
+    def _metrics(self, iteration: int, records: Sequence[CandidateRecord], wall_s: float) -> IterationMetrics:
+        stats = self.archive.stats()
+        return IterationMetrics(
+            iteration=iteration, wall_s=wall_s, candidates=len(records),
+            coverage=stats.coverage, qd_score=stats.qd_score, num_elites=stats.num_elites,
+            max_fitness=stats.max_fitness, mean_fitness=stats.mean_fitness,
+            evals_per_s=len(records) / wall_s if wall_s > 0 else 0.0,
+            statuses=dict(Counter(r.status for r in records)),
+            funnel=funnel_counts(records),
+        )
+
+    def _forget_replaced_sources(self) -> None:
+        alive = {e.candidate_id for e in self.archive.elites()}
+        for candidate_id in [i for i in self._sources if i not in alive]:
+            del self._sources[candidate_id]
+
+
+def funnel_counts(records: Sequence[CandidateRecord]) -> dict[str, int]:
+    """How many records reached each validity stage (a record counts for every stage it passed)."""
+    reached = Counter(STAGES.index(r.stage) for r in records if r.stage in STAGES)
+    counts, running = {}, 0
+    for index in reversed(range(len(STAGES))):
+        running += reached.get(index, 0)
+        counts[STAGES[index]] = running
+    return {stage: counts[stage] for stage in STAGES}

@@ -1,0 +1,46 @@
+"""The run's progress bar: iteration, coverage, QD score, best fitness, throughput, funnel."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from elm.store import IterationMetrics
+
+
+class RunProgress:
+    """Context manager; pass `update` to the loop as its iteration listener."""
+
+    def __init__(self, total_iterations: int, enabled: bool = True) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]iteration"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[summary]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task("run", total=total_iterations, summary="seeding")
+
+    def __enter__(self) -> "RunProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self._progress.stop()
+
+    def update(self, metrics: IterationMetrics) -> None:
+        self._progress.update(self._task, completed=metrics.iteration, summary=summary_line(metrics))
+
+
+def summary_line(metrics: IterationMetrics) -> str:
+    best = "-" if metrics.max_fitness is None else f"{metrics.max_fitness:.4g}"
+    funnel = metrics.funnel
+    valid = (f"valid {funnel.get('applied', 0)}/{funnel.get('generated', 0)} applied, "
+             f"{funnel.get('scored', 0)} scored, {funnel.get('placed', 0)} placed")
+    extra = "".join(f" | {key} {value}" for key, value in metrics.extras.get("progress", {}).items())
+    return (f"coverage {metrics.coverage:.1%} | QD {metrics.qd_score:.4g} | best {best} | "
+            f"{metrics.evals_per_s:.1f} evals/s | {valid}{extra}")

@@ -1,0 +1,72 @@
+"""The sandbox interface: run untrusted candidate programs and return their results.
+
+A `Job` is a set of files written into a fresh scratch folder and the name of the entry
+file; the runner (`sandbox/runner.py`, the same server for every backend) calls that
+file's `main()` in a forked child under rlimits and a wall-clock timeout, and answers
+with an `Outcome`. Backends differ only in where the runner lives: a warm pool of Docker
+containers (`docker`, the default) or local processes (`local`, explicit only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+
+from elm.errors import UserError
+
+if TYPE_CHECKING:
+    from elm.config import SandboxConfig
+
+STATUSES = ("ok", "error", "timeout", "memory", "killed", "bad_output")
+
+
+class SandboxUnavailable(UserError):
+    """The configured backend cannot be reached; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class Job:
+    files: Mapping[str, str]
+    entry: str
+    timeout_s: float = 5.0
+    memory_mb: int = 256
+
+
+@dataclass
+class Outcome:
+    status: str
+    seconds: float
+    result: Any = None
+    stdout: str = ""
+    error: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "seconds": self.seconds,
+            "result": self.result,
+            "stdout": self.stdout,
+            "error": self.error,
+        }
+
+
+class Sandbox(Protocol):
+    def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
+        """Run jobs concurrently over the pool; outcomes in the order of `jobs`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_sandbox(config: "SandboxConfig") -> Sandbox:
+    """Open the configured backend. Never falls back to another backend."""
+    if config.backend == "local":
+        from elm.sandbox.local import LocalSandbox
+
+        return LocalSandbox(config)
+    if config.backend == "docker":
+        from elm.sandbox.docker import DockerSandbox
+
+        return DockerSandbox(config)
+    raise SandboxUnavailable(f"unknown sandbox backend {config.backend!r} (use docker or local)")

@@ -1,0 +1,301 @@
+"""The run store: one SQLite file (WAL) per run holding every candidate, the metrics of
+every iteration and archive snapshots. An iteration is written in one transaction, so a
+run killed at any point loses at most the iteration in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from elm.errors import UserError
+
+STORE_FILE = "run.sqlite"
+SCHEMA_VERSION = 1
+_RESULT_LIMIT = 256 * 1024
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS candidates (
+    id INTEGER PRIMARY KEY,
+    iteration INTEGER NOT NULL,
+    parent_id INTEGER,
+    operator TEXT NOT NULL,
+    commit_message TEXT,
+    diff TEXT,
+    file_name TEXT NOT NULL,
+    source TEXT,
+    stage TEXT NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    fitness REAL,
+    descriptor TEXT,
+    niche INTEGER,
+    placement TEXT,
+    result TEXT,
+    stdout TEXT,
+    timings TEXT NOT NULL DEFAULT '{}',
+    extras TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS candidates_by_iteration ON candidates (iteration);
+CREATE INDEX IF NOT EXISTS candidates_by_parent ON candidates (parent_id);
+CREATE TABLE IF NOT EXISTS iterations (
+    iteration INTEGER PRIMARY KEY,
+    finished_at REAL NOT NULL,
+    wall_s REAL NOT NULL,
+    candidates INTEGER NOT NULL,
+    coverage REAL NOT NULL,
+    qd_score REAL NOT NULL,
+    num_elites INTEGER NOT NULL,
+    max_fitness REAL,
+    mean_fitness REAL,
+    evals_per_s REAL NOT NULL,
+    statuses TEXT NOT NULL,
+    funnel TEXT NOT NULL,
+    extras TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS snapshots (
+    iteration INTEGER NOT NULL,
+    niche INTEGER NOT NULL,
+    candidate_id INTEGER NOT NULL,
+    fitness REAL NOT NULL,
+    descriptor TEXT NOT NULL,
+    PRIMARY KEY (iteration, niche)
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    iteration INTEGER,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class CandidateRecord:
+    """One candidate as stored. `status` is the final verdict: `ok` only when scored."""
+
+    id: int
+    iteration: int
+    parent_id: int | None
+    operator: str
+    file_name: str
+    source: str | None
+    stage: str
+    status: str
+    commit_message: str | None = None
+    diff: str | None = None
+    error: str | None = None
+    fitness: float | None = None
+    descriptor: list[float] | None = None
+    niche: int | None = None
+    placement: str | None = None
+    result: Any = None
+    stdout: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IterationMetrics:
+    iteration: int
+    wall_s: float
+    candidates: int
+    coverage: float
+    qd_score: float
+    num_elites: int
+    max_fitness: float | None
+    mean_fitness: float | None
+    evals_per_s: float
+    statuses: dict[str, int]
+    funnel: dict[str, int]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SnapshotRow:
+    niche: int
+    candidate_id: int
+    fitness: float
+    descriptor: tuple[float, ...]
+
+
+_JSON_COLUMNS = ("descriptor", "result", "timings", "extras", "statuses", "funnel")
+
+
+class RunStore:
+    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+        self.path = path
+        self._db = connection
+
+    @classmethod
+    def create(cls, run_dir: str | Path, meta: dict[str, Any]) -> "RunStore":
+        path = Path(run_dir) / STORE_FILE
+        store = cls(path, _connect(path))
+        with store._db:
+            store._db.executescript(_SCHEMA)
+            for key, value in {"schema_version": SCHEMA_VERSION, **meta}.items():
+                store._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
+                )
+        return store
+
+    @classmethod
+    def open(cls, run_dir: str | Path, readonly: bool = False) -> "RunStore":
+        path = Path(run_dir) / STORE_FILE
+        if not Path(run_dir).is_dir():
+            raise UserError(f"run folder not found: {run_dir}")
+        if not path.is_file():
+            raise UserError(f"not a run folder (no {STORE_FILE}): {run_dir}")
+        try:
+            store = cls(path, _connect(path, readonly=readonly))
+            store._db.execute("SELECT count(*) FROM meta").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise UserError(f"cannot read run store {path}: {error}") from None
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing -------------------------------------------------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def record_iteration(
+        self,
+        candidates: Sequence[CandidateRecord],
+        metrics: IterationMetrics,
+        snapshot: Iterable[SnapshotRow] | None = None,
+        events: Iterable[tuple[str, Any]] = (),
+    ) -> None:
+        """Everything of one iteration in a single transaction: all of it or none."""
+        with self._db:
+            self._db.executemany(
+                f"INSERT INTO candidates ({_CANDIDATE_COLUMNS}) VALUES ({_placeholders(_CANDIDATE_FIELDS)})",
+                [_candidate_row(c) for c in candidates],
+            )
+            row = _encode(asdict(metrics))
+            row["finished_at"] = time.time()
+            self._db.execute(
+                f"INSERT INTO iterations ({', '.join(row)}) VALUES ({_placeholders(row)})",
+                list(row.values()),
+            )
+            if snapshot is not None:
+                self._db.executemany(
+                    "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?)",
+                    [(metrics.iteration, s.niche, s.candidate_id, s.fitness,
+                      json.dumps(list(s.descriptor))) for s in snapshot],
+                )
+            self._db.executemany(
+                "INSERT INTO events (iteration, at, kind, detail) VALUES (?, ?, ?, ?)",
+                [(metrics.iteration, time.time(), kind, json.dumps(detail)) for kind, detail in events],
+            )
+
+    # -- reading -------------------------------------------------------------
+
+    def meta(self) -> dict[str, Any]:
+        return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+
+    def last_iteration(self) -> int | None:
+        (value,) = self._db.execute("SELECT max(iteration) FROM iterations").fetchone()
+        return value
+
+    def next_candidate_id(self) -> int:
+        (value,) = self._db.execute("SELECT max(id) FROM candidates").fetchone()
+        return 0 if value is None else value + 1
+
+    def candidate(self, candidate_id: int) -> CandidateRecord | None:
+        rows = self._select_candidates("WHERE id = ?", (candidate_id,))
+        return next(rows, None)
+
+    def candidates(self, where: str = "", params: Sequence[Any] = ()) -> Iterator[CandidateRecord]:
+        """Candidates in id order; `where` is an SQL condition on the candidates table."""
+        clause = f"WHERE {where}" if where else ""
+        return self._select_candidates(clause, params)
+
+    def scored_candidates(self) -> Iterator[CandidateRecord]:
+        """Every scored candidate in the order it was offered to the archive."""
+        return self._select_candidates("WHERE status = 'ok'", ())
+
+    def sources(self, ids: Iterable[int]) -> dict[int, str]:
+        ids = list(ids)
+        found: dict[int, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            query = f"SELECT id, source FROM candidates WHERE id IN ({_placeholders(chunk)})"
+            found.update(self._db.execute(query, chunk).fetchall())
+        return found
+
+    def metrics(self) -> list[IterationMetrics]:
+        columns = [f for f in IterationMetrics.__dataclass_fields__]
+        rows = self._db.execute(f"SELECT {', '.join(columns)} FROM iterations ORDER BY iteration")
+        return [IterationMetrics(**_decode(dict(zip(columns, row)))) for row in rows]
+
+    def status_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, count(*) FROM candidates GROUP BY status")
+        return dict(rows.fetchall())
+
+    def snapshot_iterations(self) -> list[int]:
+        rows = self._db.execute("SELECT DISTINCT iteration FROM snapshots ORDER BY iteration")
+        return [r[0] for r in rows]
+
+    def snapshot(self, iteration: int) -> list[SnapshotRow]:
+        rows = self._db.execute(
+            "SELECT niche, candidate_id, fitness, descriptor FROM snapshots "
+            "WHERE iteration = ? ORDER BY niche", (iteration,))
+        return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
+
+    def events(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT iteration, at, kind, detail FROM events ORDER BY id")
+        return [{"iteration": i, "at": a, "kind": k, "detail": json.loads(d)} for i, a, k, d in rows]
+
+    def _select_candidates(self, clause: str, params: Sequence[Any]) -> Iterator[CandidateRecord]:
+        query = f"SELECT {_CANDIDATE_COLUMNS} FROM candidates {clause} ORDER BY id"
+        for row in self._db.execute(query, tuple(params)):
+            yield CandidateRecord(**_decode(dict(zip(_CANDIDATE_FIELDS, row))))
+
+
+_CANDIDATE_FIELDS = tuple(CandidateRecord.__dataclass_fields__)
+_CANDIDATE_COLUMNS = ", ".join(_CANDIDATE_FIELDS)
+
+
+def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        connection = sqlite3.connect(path, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+def _placeholders(items: Sequence[Any] | dict[str, Any]) -> str:
+    return ", ".join("?" for _ in items)
+
+
+def _candidate_row(candidate: CandidateRecord) -> list[Any]:
+    row = _encode(asdict(candidate))
+    if row["result"] is not None and len(row["result"]) > _RESULT_LIMIT:
+        row["result"] = json.dumps({"truncated": True, "bytes": len(row["result"])})
+    return [row[name] for name in _CANDIDATE_FIELDS]
+
+
+def _encode(row: dict[str, Any]) -> dict[str, Any]:
+    for name in _JSON_COLUMNS:
+        if row.get(name) is not None:
+            row[name] = json.dumps(row[name])
+    return row
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    for name in _JSON_COLUMNS:
+        if name in row and row[name] is not None:
+            row[name] = json.loads(row[name])
+    return row

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from elm.config import ConfigError, load_config
+from tests.conftest import TOY_CONFIG
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_yaml_and_overrides_are_typed(tmp_path):
+    path = _write(tmp_path, TOY_CONFIG.format(iterations=3, backend="local"))
+    config = load_config(path, ["run.iterations=50", "archive.bins=[8,8]", "sandbox.timeout_s=2.5"])
+    assert config.run.iterations == 50
+    assert config.archive.bins == [8, 8]
+    assert config.sandbox.timeout_s == 2.5
+    assert config.run.batch_size == 8
+    assert config.sandbox.backend == "local"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("run.iterationz=3", "iterationz"),
+        ("run.iterations=many", "iterations"),
+        ("sandbox.backend=podman", "sandbox.backend"),
+        ("mutation.operator=magic", "mutation.operator"),
+        ("run.batch_size=0", "run.batch_size"),
+        ("archive.bins=[0,3]", "archive.bins"),
+        ("run.iterations", "key=value"),
+    ],
+)
+def test_bad_values_are_one_line_errors(tmp_path, override, message):
+    path = _write(tmp_path, TOY_CONFIG.format(iterations=3, backend="local"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, [override])
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_and_unparsable_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(_write(tmp_path, "run: [unclosed\n"))
+
+
+def test_environment_name_is_required(tmp_path):
+    with pytest.raises(ConfigError, match="environment.name"):
+        load_config(_write(tmp_path, "run:\n  iterations: 2\n"))
