@@ -74,6 +74,7 @@ class Archive:
         self.ranges = space.ranges
         self._archive = _make_pyribs_archive(space, config, qd_offset, centroids, seed)
         self.bins = tuple(int(b) for b in self._archive.dims) if self.kind == "grid" else None
+        self._elites: list[Elite] | None = None
 
     @property
     def cells(self) -> int:
@@ -90,9 +91,30 @@ class Archive:
         return layout
 
     def add(self, candidate_id: int, fitness: float, descriptor: Sequence[float]) -> Placement:
-        added = self._archive.add_single([float(candidate_id)], float(fitness), list(descriptor))
-        niche = int(self._archive.index_of_single(list(descriptor)))
-        return Placement(niche=niche, outcome=_ADD_STATUS[int(added["status"])])
+        return self.add_batch([candidate_id], [fitness], [descriptor])[0]
+
+    def add_batch(
+        self,
+        candidate_ids: Sequence[int],
+        fitnesses: Sequence[float],
+        descriptors: Sequence[Sequence[float]],
+    ) -> list[Placement]:
+        """Offer candidates together; a candidate counts as placed when it holds its niche
+        afterwards (of several in one niche, the best; the earliest on a tie)."""
+        if not candidate_ids:
+            return []
+        ids = np.asarray(candidate_ids, dtype=float).reshape(-1, 1)
+        measures = np.asarray(descriptors, dtype=float)
+        added = self._archive.add(ids, np.asarray(fitnesses, dtype=float), measures)
+        niches = self._archive.index_of(measures)
+        self._elites = None
+        _, holders = self._archive.retrieve(measures)
+        holder_ids = holders["solution"][:, 0]
+        return [
+            Placement(niche=int(niche),
+                      outcome=_ADD_STATUS[int(status)] if holder == cid else "not_added")
+            for cid, niche, status, holder in zip(candidate_ids, niches, added["status"], holder_ids)
+        ]
 
     def niche_of(self, descriptor: Sequence[float]) -> int:
         return int(self._archive.index_of_single(list(descriptor)))
@@ -104,17 +126,17 @@ class Archive:
         return (niche,)
 
     def elites(self) -> list[Elite]:
-        data = self._archive.data()
-        order = np.argsort(data["index"], kind="stable")
-        return [
-            Elite(
-                candidate_id=int(data["solution"][i][0]),
-                niche=int(data["index"][i]),
-                fitness=float(data["objective"][i]),
-                descriptor=tuple(float(x) for x in data["measures"][i]),
-            )
-            for i in order
-        ]
+        """Every elite, in niche order (cached until the next add)."""
+        if self._elites is None:
+            data = self._archive.data()
+            order = np.argsort(data["index"], kind="stable")
+            self._elites = [
+                Elite(candidate_id=int(data["solution"][i][0]), niche=int(data["index"][i]),
+                      fitness=float(data["objective"][i]),
+                      descriptor=tuple(float(x) for x in data["measures"][i]))
+                for i in order
+            ]
+        return self._elites
 
     def sample_parents(self, count: int, rng: np.random.Generator) -> list[Elite]:
         elites = self.elites()

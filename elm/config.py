@@ -152,12 +152,13 @@ def config_to_yaml(config: ElmConfig) -> str:
 
 
 def _validate(config: ElmConfig) -> None:
+    node = OmegaConf.structured(config)
     for key, allowed in _CHOICES.items():
-        value = OmegaConf.select(OmegaConf.structured(config), key)
+        value = OmegaConf.select(node, key)
         if value not in allowed:
             raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
     for key in _POSITIVE:
-        value = OmegaConf.select(OmegaConf.structured(config), key)
+        value = OmegaConf.select(node, key)
         if value <= 0:
             raise ConfigError(f"{key} must be positive; got {value}")
     if config.run.iterations < 0:

@@ -55,9 +55,14 @@ class EvolutionLoop:
             self.step(iteration)
 
     def restore(self) -> int | None:
-        """Rebuild the archive from the store; return the last committed iteration."""
+        """Rebuild the archive from the store, offering candidates iteration by iteration
+        as the run did; return the last committed iteration."""
+        batches: dict[int, list[CandidateRecord]] = {}
         for record in self.store.scored_candidates():
-            self.archive.add(record.id, record.fitness, record.descriptor)
+            batches.setdefault(record.iteration, []).append(record)
+        for batch in batches.values():
+            self.archive.add_batch([r.id for r in batch], [r.fitness for r in batch],
+                                   [r.descriptor for r in batch])
         elite_ids = [e.candidate_id for e in self.archive.elites()]
         self._sources = self.store.sources(elite_ids)
         return self.store.last_iteration()
@@ -89,10 +94,10 @@ class EvolutionLoop:
         ]
 
     def place(self, records: Sequence[CandidateRecord]) -> None:
-        for record in records:
-            if record.status != "ok":
-                continue
-            placement = self.archive.add(record.id, record.fitness, record.descriptor)
+        scored = [r for r in records if r.status == "ok"]
+        placements = self.archive.add_batch(
+            [r.id for r in scored], [r.fitness for r in scored], [r.descriptor for r in scored])
+        for record, placement in zip(scored, placements):
             record.niche, record.placement = placement.niche, placement.outcome
             if placement.placed:
                 record.stage = "placed"

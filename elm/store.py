@@ -256,6 +256,21 @@ class RunStore:
         rows = self._db.execute("SELECT iteration, at, kind, detail FROM events ORDER BY id")
         return [{"iteration": i, "at": a, "kind": k, "detail": json.loads(d)} for i, a, k, d in rows]
 
+    def best_per_niche(self, up_to_iteration: int | None = None) -> list[SnapshotRow]:
+        """The archive's elites rebuilt from the candidates (up to an iteration): in each
+        niche the scored candidate with the highest fitness, the earliest id on ties, which
+        is what replaying them in id order into pyribs keeps (it replaces only on strictly
+        greater fitness)."""
+        limit = "" if up_to_iteration is None else "AND iteration <= ?"
+        params = () if up_to_iteration is None else (up_to_iteration,)
+        rows = self._db.execute(
+            "SELECT niche, id, fitness, descriptor FROM ("
+            " SELECT niche, id, fitness, descriptor, row_number() OVER ("
+            "  PARTITION BY niche ORDER BY fitness DESC, id) AS rank"
+            f" FROM candidates WHERE status = 'ok' AND niche IS NOT NULL {limit}"
+            ") WHERE rank = 1 ORDER BY niche", params)
+        return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
+
     def _select_candidates(self, clause: str, params: Sequence[Any]) -> Iterator[CandidateRecord]:
         query = f"SELECT {_CANDIDATE_COLUMNS} FROM candidates {clause} ORDER BY id"
         for row in self._db.execute(query, tuple(params)):
@@ -264,6 +279,8 @@ class RunStore:
 
 _CANDIDATE_FIELDS = tuple(CandidateRecord.__dataclass_fields__)
 _CANDIDATE_COLUMNS = ", ".join(_CANDIDATE_FIELDS)
+_CANDIDATE_JSON_INDEXES = [i for i, name in enumerate(_CANDIDATE_FIELDS) if name in _JSON_COLUMNS]
+_RESULT_INDEX = _CANDIDATE_FIELDS.index("result")
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -281,10 +298,14 @@ def _placeholders(items: Sequence[Any] | dict[str, Any]) -> str:
 
 
 def _candidate_row(candidate: CandidateRecord) -> list[Any]:
-    row = _encode(asdict(candidate))
-    if row["result"] is not None and len(row["result"]) > _RESULT_LIMIT:
-        row["result"] = json.dumps({"truncated": True, "bytes": len(row["result"])})
-    return [row[name] for name in _CANDIDATE_FIELDS]
+    row = [getattr(candidate, name) for name in _CANDIDATE_FIELDS]
+    for index in _CANDIDATE_JSON_INDEXES:
+        if row[index] is not None:
+            row[index] = json.dumps(row[index])
+    result = row[_RESULT_INDEX]
+    if result is not None and len(result) > _RESULT_LIMIT:
+        row[_RESULT_INDEX] = json.dumps({"truncated": True, "bytes": len(result)})
+    return row
 
 
 def _encode(row: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""`elm bench NAME [--json]`: run one of the performance measurements in elm.bench."""
+"""`elm bench NAME [--json] [options]`: run one of the performance measurements in elm.bench.
+
+A bench module is imported only when it is run, so heavy imports (torch) stay out of
+every other command.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,21 @@ from elm.bench import BENCHES
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("bench", help="measure performance (rates and ratios)")
-    names = parser.add_subparsers(dest="bench", required=True, parser_class=type(parser))
-    for name, module_name in BENCHES.items():
-        module = importlib.import_module(module_name)
-        sub = names.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
-        sub.add_argument("--json", action="store_true", help="print one JSON object")
-        module.add_arguments(sub)
-        sub.set_defaults(handler=_runner(module))
+    parser = commands.add_parser(
+        "bench", help="measure performance (rates and ratios)",
+        description=f"benchmarks: {', '.join(BENCHES)}; `elm bench NAME --help` for options",
+    )
+    parser.add_argument("name", choices=sorted(BENCHES))
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="--json and the bench's options")
+    parser.set_defaults(handler=_bench, bench_parser_class=type(parser))
 
 
-def _runner(module):
-    def handler(args: argparse.Namespace) -> int:
-        result = module.run(args)
-        print(json.dumps(result) if args.json else module.describe(result))
-        return 0
-
-    return handler
+def _bench(args: argparse.Namespace) -> int:
+    module = importlib.import_module(BENCHES[args.name])
+    parser = args.bench_parser_class(prog=f"elm bench {args.name}", description=module.__doc__)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    module.add_arguments(parser)
+    options = parser.parse_args(args.options)
+    result = module.run(options)
+    print(json.dumps(result) if options.json else module.describe(result))
+    return 0

@@ -1,0 +1,106 @@
+"""The loop's mechanics, with a stand-in sandbox that derives a result from the source text
+(no candidate code runs): placement, records, metrics, snapshots, determinism, resume."""
+
+import hashlib
+from collections import Counter
+
+import pytest
+
+from elm.archive import Archive
+from elm.config import build_config
+from elm.evaluator import Evaluator
+from elm.loop import EvolutionLoop, funnel_counts
+from elm.mutation.gp import GPMutator
+from elm.sandbox import Outcome
+from elm.store import RunStore
+from tests.toy_environment import Toy
+
+
+class HashSandbox:
+    """Maps each source to a fixed pseudo-random outcome; every 5th distinct source errors."""
+
+    def run_many(self, jobs):
+        outcomes = []
+        for job in jobs:
+            digest = hashlib.sha256(job.files["point.py"].encode()).digest()
+            if digest[0] % 5 == 0:
+                outcomes.append(Outcome("error", 0.001, error="ValueError: boom"))
+                continue
+            x, y = (digest[i] / 255 * 8 - 4 for i in (1, 2))
+            outcomes.append(Outcome("ok", 0.001, [x, y]))
+        return outcomes
+
+    def close(self):
+        pass
+
+
+def _loop(tmp_path, iterations, name="run", store=None):
+    config = build_config({
+        "environment": {"name": "toy"},
+        "run": {"iterations": iterations, "batch_size": 8, "seed": 3, "snapshot_every": 2},
+        "sandbox": {"backend": "local"},
+    })
+    environment = Toy()
+    archive = Archive(environment.descriptor_space, config.archive, qd_offset=environment.qd_offset)
+    if store is None:
+        (tmp_path / name).mkdir()
+        store = RunStore.create(tmp_path / name, {"archive": archive.layout()})
+    evaluator = Evaluator(environment, HashSandbox(), config.sandbox)
+    return EvolutionLoop(config, environment, archive, GPMutator(), evaluator, store), store
+
+
+def _elites(loop):
+    return [(e.candidate_id, e.niche, e.fitness) for e in loop.archive.elites()]
+
+
+def test_every_candidate_and_iteration_is_recorded(tmp_path):
+    loop, store = _loop(tmp_path, iterations=5)
+    loop.run()
+    candidates = list(store.candidates())
+    assert len(candidates) == 1 + 5 * 8
+    assert [m.iteration for m in store.metrics()] == [0, 1, 2, 3, 4, 5]
+    assert store.snapshot_iterations() == [0, 2, 4, 5]
+    assert candidates[0].operator == "seed" and candidates[0].parent_id is None
+    assert all(c.parent_id is not None for c in candidates[1:])
+    statuses = Counter(c.status for c in candidates)
+    assert statuses["ok"] > 0 and statuses["error"] > 0
+    assert statuses == Counter(store.status_counts())
+    final = {(s.candidate_id, s.niche, s.fitness) for s in store.snapshot(5)}
+    assert final == set(_elites(loop))
+    placed = [c for c in candidates if c.placement in ("new", "improved")]
+    assert all(c.stage == "placed" and c.niche is not None for c in placed)
+    assert store.metrics()[-1].coverage == pytest.approx(loop.archive.stats().coverage)
+    store.close()
+
+
+def test_funnel_counts_each_stage_passed():
+    class R:
+        def __init__(self, stage):
+            self.stage = stage
+
+    counts = funnel_counts([R("generated"), R("applied"), R("placed"), R("scored")])
+    assert counts == {"generated": 4, "parsed": 3, "applied": 3, "compiled": 2, "ran": 2,
+                      "scored": 2, "placed": 1}
+
+
+def test_same_seed_same_archive(tmp_path):
+    first, first_store = _loop(tmp_path, iterations=4, name="a")
+    second, second_store = _loop(tmp_path, iterations=4, name="b")
+    first.run()
+    second.run()
+    assert _elites(first) == _elites(second)
+    first_store.close()
+    second_store.close()
+
+
+def test_resumed_run_continues_the_same_stream(tmp_path):
+    whole, whole_store = _loop(tmp_path, iterations=6, name="whole")
+    whole.run()
+    part, part_store = _loop(tmp_path, iterations=3, name="part")
+    part.run()
+    resumed, _ = _loop(tmp_path, iterations=6, store=part_store)
+    resumed.run()
+    assert _elites(resumed) == _elites(whole)
+    assert [c.source for c in part_store.candidates()] == [c.source for c in whole_store.candidates()]
+    whole_store.close()
+    part_store.close()
