@@ -8,8 +8,8 @@ run continues the same random stream, and commits everything it did in one trans
 from __future__ import annotations
 
 import time
-from collections import Counter
-from typing import Callable, Sequence
+from collections import Counter, deque
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -47,12 +47,24 @@ class EvolutionLoop:
         self._next_id = store.next_candidate_id()
 
     def run(self) -> None:
+        """Keep up to `workers.in_flight` batches generating; evaluate, place and commit
+        them in submission order (a batch's parents come from the archive as it is when
+        the batch is submitted)."""
         last = self.restore()
         if last is None:
             self.seed()
             last = 0
-        for iteration in range(last + 1, self.config.run.iterations + 1):
-            self.step(iteration)
+        pending: deque[tuple[int, Any, float]] = deque()
+        depth = min(self.config.workers.in_flight, getattr(self.mutator, "max_in_flight", 1 << 30))
+        last_iteration = self.config.run.iterations
+        next_iteration = last + 1
+        while pending or next_iteration <= last_iteration:
+            while len(pending) < depth and next_iteration <= last_iteration:
+                ticket = self.mutator.submit(self.requests(next_iteration))
+                pending.append((next_iteration, ticket, time.perf_counter()))
+                next_iteration += 1
+            iteration, ticket, submitted = pending.popleft()
+            self._finish(iteration, self.mutator.collect(ticket), submitted)
 
     def restore(self) -> int | None:
         """Rebuild the archive from the store, offering candidates iteration by iteration
@@ -73,11 +85,6 @@ class EvolutionLoop:
         children = [Child(parent_id=None, source=p.source, operator="seed",
                           commit_message=p.name or None, stage="applied") for p in seeds]
         self._finish(0, children, started)
-
-    def step(self, iteration: int) -> None:
-        started = time.perf_counter()
-        children = self.mutator.propose(self.requests(iteration))
-        self._finish(iteration, children, started)
 
     def requests(self, iteration: int) -> list[MutationRequest]:
         if not self.archive.elites():
@@ -108,7 +115,8 @@ class EvolutionLoop:
         records = self.evaluator.evaluate(children, ids, iteration)
         self.place(records)
         metrics = self._metrics(iteration, records, time.perf_counter() - started)
-        self.store.record_iteration(records, metrics, self._snapshot(iteration))
+        events = self.mutator.take_events()
+        self.store.record_iteration(records, metrics, self._snapshot(iteration), events)
         self._next_id += len(children)
         self._forget_replaced_sources()
         self.on_iteration(metrics)

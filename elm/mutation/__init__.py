@@ -42,13 +42,48 @@ class Child:
 
 
 class Mutator(Protocol):
+    """Batches go in with `submit` and come out, in submission order, with `collect`, so
+    a mutator backed by remote workers keeps several batches generating at once."""
+
     name: str
 
-    def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
-        """Children for the requests, in any order (each names its parent)."""
+    def submit(self, requests: Sequence[MutationRequest]) -> Any:
+        """Start work on a batch; returns a ticket for `collect`."""
+        ...
+
+    def collect(self, ticket: Any) -> list[Child]:
+        """Children of a submitted batch (each names its parent), waiting if needed."""
+        ...
+
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """Notable events since the last call (worker restarts, retried batches)."""
         ...
 
     def close(self) -> None: ...
+
+
+class InProcessMutator:
+    """Base of mutators that work in the loop's own process: the work happens in
+    `collect`, through `propose`."""
+
+    name = "in_process"
+    # Work happens in the loop's thread, so batches in flight would only stale parents.
+    max_in_flight = 1
+
+    def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
+        raise NotImplementedError
+
+    def submit(self, requests: Sequence[MutationRequest]) -> Any:
+        return list(requests)
+
+    def collect(self, ticket: Any) -> list[Child]:
+        return self.propose(ticket)
+
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 def make_mutator(config: "ElmConfig", environment: "Environment") -> Mutator:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from elm.mutation import Child, MutationRequest
+from elm.mutation import Child, InProcessMutator, MutationRequest
 
 _OPERATOR_GROUPS: tuple[tuple[type, ...], ...] = (
     (ast.Add, ast.Sub, ast.Mult, ast.Div),
@@ -24,7 +24,7 @@ _OPERATOR_GROUPS: tuple[tuple[type, ...], ...] = (
 _ATTEMPTS = 8
 
 
-class GPMutator:
+class GPMutator(InProcessMutator):
     """Applies 1..max_edits random tree edits; each child's edits are named in its
     commit message and its diff is recorded, so lineages read like the model's."""
 
@@ -35,9 +35,6 @@ class GPMutator:
 
     def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
         return [self._mutate(request) for request in requests]
-
-    def close(self) -> None:
-        pass
 
     def _mutate(self, request: MutationRequest) -> Child:
         started = time.perf_counter()
@@ -67,7 +64,7 @@ class GPMutator:
         )
 
 
-class NullMutator:
+class NullMutator(InProcessMutator):
     """Returns each parent unchanged: for measuring the loop without a mutation cost."""
 
     name = "null"
@@ -75,9 +72,6 @@ class NullMutator:
     def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
         return [Child(r.parent_id, r.source, self.name, commit_message=r.commit_message,
                       diff="", stage="applied") for r in requests]
-
-    def close(self) -> None:
-        pass
 
 
 def _edit(tree: ast.Module, rng: np.random.Generator) -> str:
