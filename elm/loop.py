@@ -45,6 +45,7 @@ class EvolutionLoop:
         self.commit_messages = commit_messages_for(config, environment)
         self._sources: dict[int, str] = {}
         self._next_id = store.next_candidate_id()
+        self._last_commit = time.perf_counter()
 
     def run(self) -> None:
         """Keep up to `workers.in_flight` batches generating; evaluate, place and commit
@@ -54,17 +55,19 @@ class EvolutionLoop:
         if last is None:
             self.seed()
             last = 0
-        pending: deque[tuple[int, Any, float]] = deque()
+        pending: deque[tuple[int, Any]] = deque()
         depth = min(self.config.workers.in_flight, getattr(self.mutator, "max_in_flight", 1 << 30))
         last_iteration = self.config.run.iterations
         next_iteration = last + 1
         while pending or next_iteration <= last_iteration:
             while len(pending) < depth and next_iteration <= last_iteration:
                 ticket = self.mutator.submit(self.requests(next_iteration))
-                pending.append((next_iteration, ticket, time.perf_counter()))
+                pending.append((next_iteration, ticket))
                 next_iteration += 1
-            iteration, ticket, submitted = pending.popleft()
-            self._finish(iteration, self.mutator.collect(ticket), submitted)
+            iteration, ticket = pending.popleft()
+            waiting = time.perf_counter()
+            children = self.mutator.collect(ticket)
+            self._finish(iteration, children, waited_s=time.perf_counter() - waiting)
 
     def restore(self) -> int | None:
         """Rebuild the archive from the store, offering candidates iteration by iteration
@@ -80,11 +83,10 @@ class EvolutionLoop:
         return self.store.last_iteration()
 
     def seed(self) -> None:
-        started = time.perf_counter()
         seeds = self.environment.select_seeds(self.environment.seeds())
         children = [Child(parent_id=None, source=p.source, operator="seed",
                           commit_message=p.name or None, stage="applied") for p in seeds]
-        self._finish(0, children, started)
+        self._finish(0, children, waited_s=0.0)
 
     def requests(self, iteration: int) -> list[MutationRequest]:
         if not self.archive.elites():
@@ -110,16 +112,36 @@ class EvolutionLoop:
                 record.stage = "placed"
                 self._sources[record.id] = record.source or ""
 
-    def _finish(self, iteration: int, children: Sequence[Child], started: float) -> None:
+    def _finish(self, iteration: int, children: Sequence[Child], waited_s: float) -> None:
         ids = list(range(self._next_id, self._next_id + len(children)))
+        evaluating = time.perf_counter()
         records = self.evaluator.evaluate(children, ids, iteration)
+        evaluate_s = time.perf_counter() - evaluating
         self.place(records)
-        metrics = self._metrics(iteration, records, time.perf_counter() - started)
+        now = time.perf_counter()
+        metrics = self._metrics(iteration, records, now - self._last_commit)
+        metrics.extras["stages"] = self._stage_figures(children, waited_s, evaluate_s, now - self._last_commit)
         events = self.mutator.take_events()
         self.store.record_iteration(records, metrics, self._snapshot(iteration), events)
+        self._last_commit = now
         self._next_id += len(children)
         self._forget_replaced_sources()
         self.on_iteration(metrics)
+
+    def _stage_figures(self, children: Sequence[Child], waited_s: float, evaluate_s: float,
+                       interval_s: float) -> dict[str, float]:
+        """Throughput and busy share of generation and evaluation over this iteration."""
+        workers = max(getattr(self.mutator, "workers", 1), 1)
+        generate_s = sum(c.timings.get("generate_s", 0.0) for c in children)
+        interval_s = max(interval_s, 1e-9)
+        return {
+            "generated_per_s": len(children) / interval_s,
+            "evaluated_per_s": len(children) / max(evaluate_s, 1e-9),
+            "generation_busy": min(generate_s / (interval_s * workers), 1.0),
+            "evaluation_busy": min(evaluate_s / interval_s, 1.0),
+            "waited_for_generation_s": waited_s,
+            "evaluate_s": evaluate_s,
+        }
 
     def _snapshot(self, iteration: int) -> list[SnapshotRow] | None:
         last = iteration == self.config.run.iterations

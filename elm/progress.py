@@ -41,6 +41,10 @@ def summary_line(metrics: IterationMetrics) -> str:
     funnel = metrics.funnel
     valid = (f"valid {funnel.get('applied', 0)}/{funnel.get('generated', 0)} applied, "
              f"{funnel.get('scored', 0)} scored, {funnel.get('placed', 0)} placed")
-    extra = "".join(f" | {key} {value}" for key, value in metrics.extras.get("progress", {}).items())
+    stages = metrics.extras.get("stages", {})
+    pipeline = ""
+    if stages:
+        pipeline = (f" | gen {stages['generated_per_s']:.1f}/s busy {stages['generation_busy']:.0%}"
+                    f" | eval {stages['evaluated_per_s']:.1f}/s busy {stages['evaluation_busy']:.0%}")
     return (f"coverage {metrics.coverage:.1%} | QD {metrics.qd_score:.4g} | best {best} | "
-            f"{metrics.evals_per_s:.1f} evals/s | {valid}{extra}")
+            f"{metrics.evals_per_s:.1f} evals/s | {valid}{pipeline}")
