@@ -23,16 +23,17 @@ class RunProgress:
             console=Console(stderr=True),
             disable=not enabled,
         )
-        self._task = self._progress.add_task("run", total=total_iterations, summary="seeding")
+        self._task = self._progress.add_task("run", total=total_iterations, summary="")
 
     def __enter__(self) -> "RunProgress":
-        self._progress.start()
         return self
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
         self._progress.stop()
 
     def update(self, metrics: IterationMetrics) -> None:
+        if not self._progress.live.is_started:  # shown once the run is set up and seeded
+            self._progress.start()
         self._progress.update(self._task, completed=metrics.iteration, summary=summary_line(metrics))
 
 

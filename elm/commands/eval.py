@@ -6,13 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from elm.archive import Archive
-from elm.config import load_config
 from elm.errors import UserError
-from elm.evaluator import Evaluator
-from elm.experiment import open_environment
-from elm.mutation import Child
-from elm.sandbox import open_sandbox
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -25,6 +19,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from elm.archive import Archive
+    from elm.config import load_config
+    from elm.evaluator import Evaluator
+    from elm.experiment import open_environment
+    from elm.mutation import Child
+    from elm.sandbox import open_sandbox
+
     config = load_config(args.config, args.overrides)
     source = _read_source(Path(args.file))
     environment = open_environment(config)

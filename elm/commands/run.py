@@ -1,4 +1,4 @@
-"""`elm run CONFIG` and `elm resume RUN_DIR`."""
+"""`elm run CONFIG` and `elm resume RUN_DIR`. Heavy imports stay inside the handlers."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from elm.config import load_config
-from elm.experiment import resume_run, run_config, start_run
-from elm.progress import RunProgress
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -27,6 +24,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from elm.config import load_config
+    from elm.experiment import start_run
+    from elm.progress import RunProgress
+
     config = load_config(args.config, args.overrides)
     with RunProgress(config.run.iterations, enabled=not args.quiet) as progress:
         run_dir = start_run(config, args.out, on_iteration=progress.update)
@@ -35,6 +36,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _resume(args: argparse.Namespace) -> int:
+    from elm.experiment import resume_run, run_config
+    from elm.progress import RunProgress
+
     config = run_config(args.run_dir, args.overrides)
     with RunProgress(config.run.iterations, enabled=not args.quiet) as progress:
         run_dir = resume_run(args.run_dir, args.overrides, on_iteration=progress.update)

@@ -1,0 +1,66 @@
+"""`elm inspect RUN_DIR`: a run's summary, or one view of it (best elites, a niche, a
+lineage, a snapshot), as rich tables or, with --json, as one JSON object."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "inspect", help="summarise a run, or show its best elites, a niche, a lineage or a snapshot")
+    parser.add_argument("run_dir", help="a run folder (holds run.sqlite)")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--top", type=int, metavar="K", help="the K best elites")
+    view.add_argument("--niche", type=_coordinates, metavar="I,J[,K]",
+                      help="the elite of one niche: grid coordinates, or the cell index of a CVT archive")
+    view.add_argument("--lineage", type=int, metavar="CANDIDATE_ID",
+                      help="the chain of mutations from a seed to a candidate")
+    parser.add_argument("--snapshot", type=int, metavar="N",
+                        help="the archive stored at iteration N (alone, or with --top / --niche)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from elm.errors import UserError
+    from elm.report import views
+    from elm.report.run import open_run
+
+    if args.lineage is not None and args.snapshot is not None:
+        raise UserError("--snapshot does not apply to --lineage (a lineage does not change)")
+    with open_run(args.run_dir) as run:
+        if args.top is not None:
+            data, printer = views.top_view(run, args.top, args.snapshot), views.print_top
+        elif args.niche is not None:
+            data, printer = views.niche_view(run, args.niche, args.snapshot), views.print_niche
+        elif args.lineage is not None:
+            data, printer = views.lineage_view(run, args.lineage), views.print_lineage
+        elif args.snapshot is not None:
+            data, printer = views.snapshot_view(run, args.snapshot), views.print_snapshot
+        else:
+            data, printer = views.summary_view(run), views.print_summary
+    if args.json:
+        print(json.dumps(data, indent=2, default=_jsonable))
+    else:
+        printer(Console(), data)
+    return 0
+
+
+def _coordinates(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+    return values
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")

@@ -1,0 +1,74 @@
+"""The CLI as a user meets it: one-line errors with exit code 2, and a toy run end to end."""
+
+import json
+
+from tests.conftest import run_elm
+
+
+def _assert_one_line_error(result, fragment):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("elm: error:") and fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file(tmp_path):
+    _assert_one_line_error(run_elm("run", str(tmp_path / "absent.yaml")), "not found")
+
+
+def test_bad_config_key_and_type(toy_config):
+    path = toy_config()
+    _assert_one_line_error(run_elm("run", str(path), "run.nonsense=1"), "nonsense")
+    _assert_one_line_error(run_elm("run", str(path), "run.iterations=lots"), "iterations")
+
+
+def test_unknown_environment_leaves_no_run_folder(toy_config, tmp_path):
+    out = tmp_path / "never"
+    result = run_elm("run", str(toy_config()), "environment.name=no_such_env", "--out", str(out))
+    _assert_one_line_error(result, "unknown environment 'no_such_env'")
+    assert not out.exists()
+    result = run_elm("run", str(toy_config()), "environment.name=tests.nowhere:Env")
+    _assert_one_line_error(result, "cannot import")
+
+
+def test_missing_run_folder(tmp_path):
+    _assert_one_line_error(run_elm("resume", str(tmp_path / "gone")), "run folder not found")
+    _assert_one_line_error(run_elm("inspect", str(tmp_path / "gone")), "not found")
+
+
+def test_unknown_command_and_bench():
+    assert run_elm("fly").returncode == 2
+    _assert_one_line_error(run_elm("bench", "nope"), "invalid choice")
+
+
+def test_eval_one_file(toy_config, tmp_path):
+    program = tmp_path / "point.py"
+    program.write_text("def point():\n    return [2.5, -2.5]\n")
+    result = run_elm("eval", str(toy_config()), str(program), "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, result.stderr
+    assert report["status"] == "ok" and report["fitness"] == -0.5
+    assert report["descriptor"] == [2.5, -2.5] and report["niche_coordinates"] == [6, 1]
+
+    program.write_text("def point():\n    return 'nowhere'\n")
+    report = json.loads(run_elm("eval", str(toy_config()), str(program), "--json").stdout)
+    assert report["status"] == "invalid" and "[x, y]" in report["reason"]
+    program.write_text("def point(:\n")
+    report = json.loads(run_elm("eval", str(toy_config()), str(program), "--json").stdout)
+    assert report["status"] == "syntax_error"
+    _assert_one_line_error(run_elm("eval", str(toy_config()), str(tmp_path / "no.py")), "not found")
+
+
+def test_run_then_inspect(toy_config, tmp_path):
+    out = tmp_path / "run"
+    result = run_elm("run", str(toy_config(iterations=3)), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(out)
+    assert (out / "config.yaml").is_file() and (out / "run.sqlite").is_file()
+    summary = json.loads(run_elm("inspect", str(out), "--json", check=True).stdout)
+    assert summary["iterations"] == 3
+    assert summary["candidates"] == 1 + 3 * 8
+    assert summary["coverage"] > 0 and summary["max_fitness"] is not None
+    again = run_elm("run", str(toy_config(iterations=3)), "--out", str(out))
+    _assert_one_line_error(again, "elm resume")
