@@ -1,0 +1,1 @@
+"""Built-in environments, one package each; every package exposes `ENVIRONMENT`."""
