@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any
 
 from rich.console import Console
 
@@ -46,7 +44,7 @@ def _inspect(args: argparse.Namespace) -> int:
         else:
             data, printer = views.summary_view(run), views.print_summary
     if args.json:
-        print(json.dumps(data, indent=2, default=_jsonable))
+        print(json.dumps(data, indent=2))
     else:
         printer(Console(), data)
     return 0
@@ -54,13 +52,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _coordinates(text: str) -> tuple[int, ...]:
     try:
-        values = tuple(int(part) for part in text.split(","))
+        return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
-    return values
 
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")

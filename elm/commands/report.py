@@ -11,7 +11,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     from elm.report import DEFAULT_RENDERS
 
     parser = commands.add_parser("report", help="write a run's plots and report.html, or compare runs")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one run folder, or several to compare")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                        help="one run folder, or several to compare")
     parser.add_argument("--out", default="elm-comparison",
                         help="folder for a comparison of several runs (default: %(default)s)")
     parser.add_argument("--renders", type=int, default=DEFAULT_RENDERS, metavar="N",

@@ -1,0 +1,466 @@
+"""A finished, running or damaged run, opened read-only for inspection and notebooks.
+
+    from elm.report import open_run
+    run = open_run("runs/sodarace-20250101-120000")
+    run.summary()                 # iterations, statuses, funnel, coverage, QD score, best
+    run.elites()                  # the current archive, as EliteRecords
+    run.elites(snapshot=10)       # the archive stored at iteration 10
+    run.elites_frame()            # the same as a pandas DataFrame
+
+The current archive is rebuilt from the candidates by `RunStore.best_per_niche` (the one
+place that decides which candidate holds a niche). Whatever part of a damaged store cannot
+be read is left out and described in `run.problems`; the rest stays available.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+
+from elm.errors import UserError
+from elm.mutation import STAGES
+from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, RunStore, SnapshotRow
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EliteRecord:
+    niche: int
+    coordinates: tuple[int, ...]
+    candidate_id: int
+    fitness: float
+    descriptor: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class ArchiveLayout:
+    """The shape of a run's archive, as `Archive.layout()` stored it in the run's meta."""
+
+    kind: str
+    names: tuple[str, ...]
+    ranges: tuple[tuple[float, float], ...]
+    cells: int
+    bins: tuple[int, ...] | None = None
+    centroids: tuple[tuple[float, ...], ...] | None = None
+
+    @classmethod
+    def from_meta(cls, layout: dict[str, Any]) -> "ArchiveLayout":
+        return cls(
+            kind=str(layout["kind"]),
+            names=tuple(layout["names"]),
+            ranges=tuple((float(lo), float(hi)) for lo, hi in layout["ranges"]),
+            cells=int(layout["cells"]),
+            bins=tuple(int(b) for b in layout["bins"]) if layout.get("bins") else None,
+            centroids=(tuple(tuple(map(float, c)) for c in layout["centroids"])
+                       if layout.get("centroids") else None),
+        )
+
+    def coordinates(self, niche: int) -> tuple[int, ...]:
+        """Grid coordinates of a niche; a CVT niche is its own single coordinate."""
+        if self.bins is None:
+            return (int(niche),)
+        return tuple(int(i) for i in np.unravel_index(int(niche), self.bins))
+
+    def niche_at(self, coordinates: Sequence[int]) -> int:
+        shape = self.bins if self.bins is not None else (self.cells,)
+        if len(coordinates) != len(shape):
+            raise UserError(
+                f"a niche of this {self.kind} archive has {len(shape)} coordinate(s) "
+                f"({self.describe_shape()}); got {len(coordinates)}"
+            )
+        for value, size in zip(coordinates, shape):
+            if not 0 <= value < size:
+                raise UserError(f"niche {tuple(coordinates)} is outside the archive "
+                                f"({self.describe_shape()})")
+        return int(np.ravel_multi_index(tuple(coordinates), shape))
+
+    def describe_shape(self) -> str:
+        if self.bins is not None:
+            return f"{'x'.join(map(str, self.bins))} grid over {', '.join(self.names)}"
+        return f"{self.cells}-cell CVT over {', '.join(self.names)}"
+
+
+@dataclass(frozen=True)
+class ArchiveState:
+    """The archive at one moment: the current one, a stored snapshot or a rebuilt iteration."""
+
+    label: str
+    iteration: int | None
+    elites: tuple[EliteRecord, ...]
+    cells: int | None
+    qd_offset: float
+
+    @property
+    def num_elites(self) -> int:
+        return len(self.elites)
+
+    @property
+    def coverage(self) -> float | None:
+        return self.num_elites / self.cells if self.cells else None
+
+    @property
+    def qd_score(self) -> float:
+        return float(sum(e.fitness - self.qd_offset for e in self.elites))
+
+    @property
+    def max_fitness(self) -> float | None:
+        return max((e.fitness for e in self.elites), default=None)
+
+    @property
+    def mean_fitness(self) -> float | None:
+        return float(np.mean([e.fitness for e in self.elites])) if self.elites else None
+
+    @property
+    def best(self) -> EliteRecord | None:
+        """The fittest elite (the lowest niche on ties)."""
+        return min(self.elites, key=lambda e: (-e.fitness, e.niche), default=None)
+
+    def top(self, count: int) -> list[EliteRecord]:
+        return sorted(self.elites, key=lambda e: (-e.fitness, e.niche))[:count]
+
+    def at_niche(self, niche: int) -> EliteRecord | None:
+        return next((e for e in self.elites if e.niche == niche), None)
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """The chain from a seed to a candidate, seed first; `complete` when it reached a seed."""
+
+    steps: tuple[CandidateRecord, ...]
+    complete: bool
+
+
+class Run:
+    """Read-only access to one run folder. Use as a context manager or call `close()`."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir)
+        self.problems: list[str] = []
+        self._store = self._open_store()
+        self.meta: dict[str, Any] = self._read("the run's meta data", self._store.meta, {})
+        self.layout = self._read_layout()
+        self._metrics: list[IterationMetrics] | None = None
+
+    # -- what the run is ---------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.path.resolve().name
+
+    @property
+    def environment(self) -> str | None:
+        return self.meta.get("environment")
+
+    @property
+    def environment_options(self) -> dict[str, Any]:
+        return dict(self.meta.get("environment_options") or {})
+
+    @property
+    def qd_offset(self) -> float:
+        return float(self.meta.get("qd_offset") or 0.0)
+
+    @property
+    def configured_iterations(self) -> int | None:
+        run = (self.meta.get("config") or {}).get("run") or {}
+        return run.get("iterations")
+
+    # -- metrics -----------------------------------------------------------------
+
+    def metrics(self) -> list[IterationMetrics]:
+        """Per-iteration metrics in iteration order (iteration 0 evaluates the seeds)."""
+        if self._metrics is None:
+            self._metrics = self._read("the iteration metrics", self._store.metrics, [])
+        return list(self._metrics)
+
+    @property
+    def last_iteration(self) -> int | None:
+        metrics = self.metrics()
+        if metrics:
+            return metrics[-1].iteration
+        if self._unreadable("the iteration metrics"):
+            seen = max((c.iteration for c in self.candidates()), default=None)
+            self._note("the last iteration is the latest one among the readable candidates")
+            return seen
+        return None
+
+    def funnel(self) -> dict[str, int]:
+        """Validity funnel totals over all iterations: how many candidates reached each stage."""
+        metrics = self.metrics()
+        if not metrics and self._unreadable("the iteration metrics"):
+            from elm.loop import funnel_counts
+
+            readable = self.candidates()
+            self._note(f"the funnel counts the {len(readable)} readable candidates")
+            return funnel_counts(readable)
+        totals: Counter[str] = Counter()
+        for row in metrics:
+            totals.update(row.funnel)
+        return {stage: int(totals.get(stage, 0)) for stage in STAGES}
+
+    def status_counts(self) -> dict[str, int]:
+        counts = self._read("the candidate statuses", self._store.status_counts, None)
+        if counts is None:
+            counts = dict(Counter(c.status for c in self.candidates()))
+            self._note(f"statuses are counted over the {sum(counts.values())} readable candidates")
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    # -- candidates ----------------------------------------------------------------
+
+    def candidates(self, status: str | None = None) -> list[CandidateRecord]:
+        """Every candidate in id order (those with `status` only, when given)."""
+        where, params = ("status = ?", (status,)) if status else ("", ())
+        what = f"candidates with status {status}" if status else "candidates"
+        return self._read_prefix(what, self._store.candidates(where, params))
+
+    def candidate(self, candidate_id: int) -> CandidateRecord:
+        record = self._read(f"candidate {candidate_id}", lambda: self._store.candidate(candidate_id), None)
+        if record is None:
+            raise UserError(f"no candidate {candidate_id} in {self.path}")
+        return record
+
+    def candidates_by_id(self, ids: Sequence[int]) -> dict[int, CandidateRecord]:
+        found: dict[int, CandidateRecord] = {}
+        ids = sorted(set(ids))
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            where = f"id IN ({', '.join('?' for _ in chunk)})"
+            for record in self._read_prefix("candidates", self._store.candidates(where, chunk)):
+                found[record.id] = record
+        return found
+
+    def lineage(self, candidate_id: int) -> Lineage:
+        steps = [self.candidate(candidate_id)]
+        seen = {candidate_id}
+        while steps[-1].parent_id is not None:
+            parent_id = steps[-1].parent_id
+            parent = None if parent_id in seen else self.candidates_by_id([parent_id]).get(parent_id)
+            if parent is None:
+                self._note(f"the lineage of candidate {candidate_id} breaks at "
+                           f"parent {parent_id}, which the store does not hold")
+                return Lineage(tuple(reversed(steps)), complete=False)
+            steps.append(parent)
+            seen.add(parent_id)
+        return Lineage(tuple(reversed(steps)), complete=True)
+
+    def ancestors(self, ids: Sequence[int]) -> dict[int, CandidateRecord]:
+        """The candidates and all their ancestors, fetched a generation at a time."""
+        found: dict[int, CandidateRecord] = {}
+        wanted = set(ids)
+        while wanted:
+            fetched = self.candidates_by_id(sorted(wanted))
+            found.update(fetched)
+            wanted = {r.parent_id for r in fetched.values()
+                      if r.parent_id is not None and r.parent_id not in found}
+            if not fetched:
+                break
+        return found
+
+    # -- the archive -----------------------------------------------------------------
+
+    def snapshots(self) -> list[int]:
+        """Iterations at which an archive snapshot was stored."""
+        return self._read("the snapshot list", self._store.snapshot_iterations, [])
+
+    def archive(self, snapshot: int | None = None, at_iteration: int | None = None) -> ArchiveState:
+        """The current archive; or the one stored at iteration `snapshot`; or the one
+        rebuilt from the candidates of iterations up to `at_iteration`."""
+        if snapshot is not None and at_iteration is not None:
+            raise UserError("give a snapshot or an iteration, not both")
+        if snapshot is not None:
+            available = self.snapshots()
+            if snapshot not in available:
+                listed = ", ".join(map(str, available)) or "none"
+                raise UserError(f"no snapshot at iteration {snapshot} (snapshots: {listed})")
+            rows = self._read(f"snapshot {snapshot}", lambda: self._store.snapshot(snapshot), [])
+            return self._state(f"snapshot at iteration {snapshot}", snapshot, rows)
+        rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration), None)
+        if rows is None:
+            readable = [c for c in self.candidates(status="ok")
+                        if at_iteration is None or c.iteration <= at_iteration]
+            self._note(f"the archive is rebuilt from the {len(readable)} readable scored candidates")
+            rows = best_per_niche(readable)
+        if at_iteration is not None:
+            return self._state(f"archive rebuilt at iteration {at_iteration}", at_iteration, rows)
+        return self._state("current archive", self.last_iteration, rows)
+
+    def elites(self, snapshot: int | None = None) -> list[EliteRecord]:
+        return list(self.archive(snapshot).elites)
+
+    def summary(self, snapshot: int | None = None) -> dict[str, Any]:
+        """The run at a glance, as JSON data."""
+        state = self.archive(snapshot)
+        statuses = self.status_counts()
+        best = state.best
+        best_record = self.candidate(best.candidate_id) if best else None
+        last = self.last_iteration
+        configured = self.configured_iterations
+        return {
+            "run_dir": str(self.path),
+            "environment": self.environment,
+            "archive": self.layout.describe_shape() if self.layout else None,
+            "descriptor_names": list(self.layout.names) if self.layout else [],
+            "iterations": last or 0,
+            "last_iteration": last,
+            "configured_iterations": configured,
+            "finished": configured is not None and last == configured,
+            "candidates": sum(statuses.values()),
+            "statuses": statuses,
+            "funnel": self.funnel(),
+            "archive_state": state.label,
+            "cells": state.cells,
+            "num_elites": state.num_elites,
+            "coverage": state.coverage,
+            "qd_score": state.qd_score,
+            "max_fitness": state.max_fitness,
+            "mean_fitness": state.mean_fitness,
+            "best": None if best is None else {
+                **asdict(best), "source": best_record.source if best_record else None,
+                "file_name": best_record.file_name if best_record else None,
+            },
+            "snapshots": self.snapshots(),
+            "problems": list(self.problems),
+        }
+
+    # -- pandas ---------------------------------------------------------------------------
+
+    def candidates_frame(self, status: str | None = None) -> Any:
+        return _frame([asdict(c) for c in self.candidates(status)], CandidateRecord)
+
+    def elites_frame(self, snapshot: int | None = None) -> Any:
+        return _frame([asdict(e) for e in self.elites(snapshot)], EliteRecord)
+
+    def metrics_frame(self) -> Any:
+        return _frame([asdict(m) for m in self.metrics()], IterationMetrics)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._store.close()
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading a possibly damaged store ----------------------------------------------------
+
+    def _open_store(self) -> RunStore:
+        path = self.path / STORE_FILE
+        missing = _missing_pages(path) if path.is_file() else None
+        if not missing:
+            return RunStore.open(self.path, readonly=True)
+        present, expected = missing
+        self._note(f"{STORE_FILE} is truncated ({present} of {expected} pages; the run was killed "
+                   "while writing or the file was copied incompletely): showing what is readable")
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        # Without this SQLite refuses a file shorter than its header says, even the pages it has.
+        connection.execute("PRAGMA writable_schema=ON")
+        return RunStore(path, connection)
+
+    def _read(self, what: str, read: Callable[[], T], default: T) -> T:
+        try:
+            return read()
+        except (sqlite3.DatabaseError, ValueError) as error:
+            self._note(f"cannot read {what}: {error}")
+            return default
+
+    def _read_prefix(self, what: str, rows: Iterator[T]) -> list[T]:
+        """Rows up to the first one the store cannot give back intact."""
+        found: list[T] = []
+        try:
+            for row in rows:
+                if isinstance(row, CandidateRecord) and not _intact(row):
+                    self._note(f"reading {what} stopped after {len(found)} rows: the next row is damaged")
+                    break
+                found.append(row)
+        except (sqlite3.DatabaseError, ValueError) as error:
+            self._note(f"reading {what} stopped after {len(found)} rows: {error}")
+        return found
+
+    def _note(self, problem: str) -> None:
+        if problem not in self.problems:
+            self.problems.append(problem)
+
+    def _unreadable(self, what: str) -> bool:
+        return any(p.startswith(f"cannot read {what}") for p in self.problems)
+
+    def _read_layout(self) -> ArchiveLayout | None:
+        layout = self.meta.get("archive")
+        if not isinstance(layout, dict):
+            self._note("the run's meta data holds no archive layout: niches have no coordinates")
+            return None
+        try:
+            return ArchiveLayout.from_meta(layout)
+        except (KeyError, TypeError, ValueError) as error:
+            self._note(f"the archive layout in the meta data is unreadable: {error!r}")
+            return None
+
+    def _state(self, label: str, iteration: int | None, rows: Sequence[SnapshotRow]) -> ArchiveState:
+        elites = tuple(
+            EliteRecord(
+                niche=row.niche,
+                coordinates=self.layout.coordinates(row.niche) if self.layout else (row.niche,),
+                candidate_id=row.candidate_id, fitness=row.fitness,
+                descriptor=tuple(row.descriptor),
+            )
+            for row in rows
+        )
+        cells = self.layout.cells if self.layout else None
+        return ArchiveState(label, iteration, elites, cells, self.qd_offset)
+
+
+def open_run(run_dir: str | Path) -> Run:
+    """Open a run folder read-only; a missing or unreadable store raises UserError."""
+    return Run(run_dir)
+
+
+def best_per_niche(scored: Sequence[CandidateRecord]) -> list[SnapshotRow]:
+    """`RunStore.best_per_niche` over records in hand (used when the store cannot run the
+    query): the highest fitness in each niche, the earliest id on ties."""
+    best: dict[int, CandidateRecord] = {}
+    for record in sorted(scored, key=lambda r: r.id):
+        if record.niche is None or record.fitness is None:
+            continue
+        held = best.get(record.niche)
+        if held is None or record.fitness > held.fitness:
+            best[record.niche] = record
+    return [SnapshotRow(niche, r.id, float(r.fitness), tuple(r.descriptor or ()))
+            for niche, r in sorted(best.items())]
+
+
+def _intact(record: CandidateRecord) -> bool:
+    """False for a row read from a damaged page (its required columns come back empty)."""
+    return all(isinstance(v, str) and v for v in (record.status, record.stage, record.operator))
+
+
+def _missing_pages(path: Path) -> tuple[int, int] | None:
+    """(pages present, pages the header announces) when the file is shorter than announced."""
+    with path.open("rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None  # not a database at all: RunStore.open says so
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512:
+        return None  # a damaged header: RunStore.open reports it
+    announced = int.from_bytes(header[28:32], "big")
+    header_valid = header[24:28] == header[92:96]
+    present = path.stat().st_size // page_size
+    if header_valid and announced > present:
+        return present, announced
+    return None
+
+
+def _frame(rows: list[dict[str, Any]], record_type: type) -> Any:
+    try:
+        import pandas
+    except ImportError:
+        raise UserError("DataFrames need pandas: pip install 'elm[notebook]'") from None
+    return pandas.DataFrame(rows, columns=list(record_type.__dataclass_fields__))

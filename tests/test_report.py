@@ -1,0 +1,177 @@
+"""`elm report` and `write_report`: plots, the self-contained page, pictures, comparisons."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from elm.cli import main
+from elm.report import build_report, open_run, write_comparison, write_report
+from elm.store import RunStore
+from tests.test_report_support import (  # noqa: F401  (fixtures)
+    BROKEN_RENDER,
+    HOSTILE_COMMENT,
+    NO_RENDER,
+    TOY_3D,
+    real_run,
+    toy_run,
+    write_toy_run,
+)
+
+_DATA = re.compile(r'<script type="application/json" id="run-data">(.*?)</script>', re.S)
+
+
+def page_data(html: str) -> dict:
+    match = _DATA.search(html)
+    assert match, "the page embeds its data"
+    return json.loads(match.group(1))
+
+
+@pytest.fixture(scope="module", params=["toy_run", "real_run"])
+def reported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of a finished run with its report freshly written."""
+    run = tmp_path_factory.mktemp("reported") / "run"
+    shutil.copytree(request.getfixturevalue(request.param), run)
+    write_report(run)
+    return run
+
+
+def test_report_writes_plots_and_page(reported: Path) -> None:
+    html = (reported / "report.html").read_text()
+    for name in ("archive", "metrics", "funnel"):
+        with Image.open(reported / "plots" / f"{name}.png") as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 150
+    assert html.count("<img src='data:image/png;base64,") == 3
+
+
+def test_page_is_self_contained(reported: Path) -> None:
+    html = (reported / "report.html").read_text()
+    links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", html)
+    assert links and all(link.startswith("data:") for link in links)
+    assert "url(" not in html and "@import" not in html
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+
+
+def test_page_data_holds_every_elite_with_source_and_lineage(reported: Path) -> None:
+    data = page_data((reported / "report.html").read_text())
+    with open_run(reported) as run:
+        elites = run.elites()
+        assert data["num_elites"] == len(elites) == len(data["elites"])
+        for elite in elites:
+            shown = data["candidates"][str(elite.candidate_id)]
+            assert shown["source"] == run.candidate(elite.candidate_id).source
+            for step in run.lineage(elite.candidate_id).steps:
+                assert data["candidates"][str(step.id)]["diff"] == step.diff
+    fitnesses = [e["fitness"] for e in data["elites"]]
+    assert fitnesses == sorted(fitnesses, reverse=True)
+    assert all(re.fullmatch(r"#[0-9a-f]{6}", e["color"]) for e in data["elites"])
+
+
+def test_candidate_text_stays_inside_the_data(tmp_path: Path, toy_run: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    html = write_report(run, renders=0).read_text()
+    assert "</script><script>window.pwned" not in html
+    assert html.count("</script>") == 2  # the data element and the page's own script
+    data = page_data(html)
+    assert any(HOSTILE_COMMENT in (c.get("source") or "") for c in data["candidates"].values())
+
+
+def test_pictures_of_the_best_elites_are_embedded(tmp_path: Path, toy_run: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    files = build_report(run, renders=2)
+    data = page_data(files.html.read_text())
+    pictured = [c["id"] for c in data["candidates"].values() if c["render"]]
+    best_two = [e["candidate_id"] for e in data["elites"][:2]]
+    assert sorted(pictured) == sorted(best_two)
+    assert all(data["candidates"][str(i)]["render"].startswith("data:image/png;base64,") for i in pictured)
+    assert any("best 2 of" in note for note in files.notes)
+
+
+@pytest.mark.parametrize("environment, note", [
+    (BROKEN_RENDER, "could not be drawn (first: candidate"),
+    (NO_RENDER, "draws none"),
+    ("no_such_environment", "cannot be loaded"),
+])
+def test_pictures_that_cannot_be_drawn_are_explained(tmp_path: Path, environment: str, note: str) -> None:
+    run = write_toy_run(tmp_path / "run", iterations=2,
+                        environment=environment if ":" in environment else NO_RENDER)
+    if ":" not in environment:
+        store = RunStore.open(run)
+        store.set_meta("environment", environment)
+        store.close()
+    files = build_report(run)
+    assert any(note in n for n in files.notes), files.notes
+    data = page_data(files.html.read_text())
+    assert not any(c["render"] for c in data["candidates"].values())
+    assert any(note in n for n in data["render_notes"])
+    if environment == BROKEN_RENDER:
+        assert any("the renderer is broken" in n for n in files.notes)
+
+
+@pytest.mark.parametrize("environment, kind", [(TOY_3D, "grid"), (TOY_3D, "cvt"),
+                                               ("tests.test_report_support:ToyEnvironment", "cvt")])
+def test_other_archive_shapes(tmp_path: Path, environment: str, kind: str) -> None:
+    run = write_toy_run(tmp_path / "run", iterations=3, environment=environment, kind=kind)
+    files = build_report(run, renders=0)
+    data = page_data(files.html.read_text())
+    assert data["layout"]["kind"] == kind
+    with open_run(run) as opened:
+        assert len(data["elites"]) == len(opened.elites()) > 0
+    with Image.open(run / "plots" / "archive.png") as image:
+        assert image.width > 400
+
+
+def test_run_without_iterations_still_gets_a_page(tmp_path: Path, toy_run: Path) -> None:
+    run = tmp_path / "fresh"
+    run.mkdir()
+    meta = RunStore.open(toy_run, readonly=True)
+    try:
+        RunStore.create(run, meta.meta()).close()
+    finally:
+        meta.close()
+    files = build_report(run)
+    data = page_data(files.html.read_text())
+    assert data["elites"] == [] and data["num_elites"] == 0
+    assert "no iteration committed yet" in files.html.read_text()
+
+
+def test_truncated_store_gets_a_page_that_says_so(tmp_path: Path) -> None:
+    run = write_toy_run(tmp_path / "run", iterations=30, batch_size=24)
+    store_file = run / "run.sqlite"
+    with store_file.open("r+b") as handle:
+        handle.truncate(store_file.stat().st_size // 2)
+    files = build_report(run, renders=0)
+    html = files.html.read_text()
+    assert "damaged or incomplete" in html and "truncated" in html
+    assert page_data(html)["num_elites"] > 0
+
+
+def test_comparison_overlays_runs(tmp_path: Path, toy_run: Path) -> None:
+    other = write_toy_run(tmp_path / "other", iterations=3, seed=7)
+    page = write_comparison([toy_run, other], tmp_path / "cmp")
+    html = page.read_text()
+    assert page.name == "comparison.html" and toy_run.name in html and "other" in html
+    with Image.open(tmp_path / "cmp" / "comparison.png") as image:
+        assert image.width > 600
+    with pytest.raises(Exception, match="at least two"):
+        write_comparison([toy_run], tmp_path / "cmp")
+
+
+def test_cli(capsys, tmp_path: Path, toy_run: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    assert main(["report", str(run), "--renders", "1"]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report.html")
+    other = write_toy_run(tmp_path / "other", iterations=2, seed=3)
+    assert main(["report", str(run), str(other), "--out", str(tmp_path / "cmp")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cmp" / "comparison.html")
+    assert main(["report", str(tmp_path / "absent")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("elm: error: run folder not found") and len(err.strip().splitlines()) == 1
