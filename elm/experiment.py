@@ -97,7 +97,12 @@ def _run_loop(config, environment, archive, sandbox, mutator, store, on_iteratio
 
 @contextlib.contextmanager
 def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
-    sandbox = open_sandbox(config.sandbox)
+    if config.workers.distributed_evaluation:
+        from elm.sandbox.distributed import DistributedSandbox
+
+        sandbox = DistributedSandbox(config)
+    else:
+        sandbox = open_sandbox(config.sandbox)
     try:
         mutator = make_mutator(config, environment)
         try:

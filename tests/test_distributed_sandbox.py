@@ -1,0 +1,107 @@
+"""Evaluation over a Ray cluster: one evaluator per node with its own (local) sandbox pool,
+on a single-node local Ray; outcomes in job order, a killed evaluator's share retried."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections import Counter
+
+import pytest
+
+from elm.archive import Archive
+from elm.config import build_config
+from elm.evaluator import Evaluator
+from elm.loop import EvolutionLoop
+from elm.mutation.gp import GPMutator
+from elm.sandbox import Job
+from elm.sandbox.distributed import DistributedSandbox
+from elm.store import RunStore
+from tests.conftest import REPO
+from tests.toy_environment import Toy
+
+pytestmark = pytest.mark.ray
+
+
+def _config(iterations: int = 3):
+    return build_config({
+        "run": {"iterations": iterations, "batch_size": 8, "seed": 5, "snapshot_every": 2},
+        "environment": {"name": "tests.toy_environment:Toy"},
+        "mutation": {"operator": "gp"},
+        "workers": {"distributed_evaluation": True, "max_batch_retries": 2},
+        "sandbox": {"backend": "local", "pool_size": 2, "timeout_s": 10},
+    })
+
+
+def _job(body: str) -> Job:
+    return Job({"task.py": f"def main():\n{body}\n"}, "task.py", timeout_s=10)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A local Ray whose workers keep their scratch folders under a folder of this test, so
+    an evaluator killed before it could clean up leaves nothing behind."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    scratch = tmp_path_factory.mktemp("evaluator-tmp")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}})
+    yield ray, scratch
+    ray.shutdown()
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_one_evaluator_per_node_returns_outcomes_in_job_order(local_ray):
+    ray, scratch = local_ray
+    sandbox = DistributedSandbox(_config())
+    try:
+        assert sandbox.nodes == [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+        assert list(scratch.glob("elm-sandbox-*")), "the evaluator opens its pool on its node"
+        actors = [evaluator.actor for evaluator in sandbox._evaluators]
+        jobs = [_job(f"    return {index}") for index in range(5)] + [_job("    raise ValueError('no')")]
+        outcomes = sandbox.run_many(jobs)
+    finally:
+        sandbox.close()
+    assert [o.status for o in outcomes] == ["ok"] * 5 + ["error"]
+    assert [o.result for o in outcomes[:5]] == [0, 1, 2, 3, 4]
+    assert "ValueError" in outcomes[5].error
+    assert not list(scratch.glob("elm-sandbox-*")), "closing closes every node's pool"
+    for actor in actors:
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.describe.remote(), timeout=60)
+
+
+def test_a_share_lost_with_its_evaluator_is_run_again(local_ray):
+    ray, _ = local_ray
+    sandbox = DistributedSandbox(_config())
+    try:
+        evaluator = sandbox._evaluators[0].actor
+        killer = threading.Timer(0.5, lambda: ray.kill(evaluator, no_restart=False))
+        killer.start()
+        outcomes = sandbox.run_many([_job("    import time\n    time.sleep(2)\n    return 'slept'")] * 2)
+        killer.join()
+    finally:
+        sandbox.close()
+    assert [(o.status, o.result) for o in outcomes] == [("ok", "slept")] * 2
+    assert sandbox.retries == 1
+
+
+def test_the_loop_runs_with_distributed_evaluation(local_ray, tmp_path):
+    config = _config(iterations=3)
+    environment = Toy()
+    archive = Archive(environment.descriptor_space, config.archive, qd_offset=environment.qd_offset)
+    store = RunStore.create(tmp_path, {"archive": archive.layout()})
+    sandbox = DistributedSandbox(config)
+    try:
+        evaluator = Evaluator(environment, sandbox, config.sandbox)
+        EvolutionLoop(config, environment, archive, GPMutator(), evaluator, store).run()
+        candidates = list(store.candidates())
+    finally:
+        sandbox.close()
+        store.close()
+    assert Counter(c.iteration for c in candidates) == {0: 1, 1: 8, 2: 8, 3: 8}
+    ran = [c for c in candidates if c.status not in ("mutation_failed", "syntax_error")]
+    assert ran and all("sandbox_s" in c.timings for c in ran)
+    assert any(c.status == "ok" for c in candidates[1:])
