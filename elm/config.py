@@ -84,6 +84,7 @@ class SandboxConfig:
     pids_limit: int = 64
     output_limit_bytes: int = 65536
     scratch_mb: int = 64
+    reconnect_s: float = 30.0  # how long to wait for a restarted Docker daemon
 
 
 @dataclass

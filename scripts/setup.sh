@@ -23,6 +23,7 @@ apt_install() {
 if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
     apt_install python3 python3-venv python3-dev
 fi
+apt_install debootstrap  # builds the sandbox base image offline
 [ "$with_tests" = 1 ] && apt_install chromium chromium-driver
 
 if [ ! -x .venv/bin/python ]; then

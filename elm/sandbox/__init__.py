@@ -68,5 +68,5 @@ def open_sandbox(config: "SandboxConfig") -> Sandbox:
     if config.backend == "docker":
         from elm.sandbox.docker import DockerSandbox
 
-        return DockerSandbox(config)
+        return DockerSandbox(config, reconnect_s=config.reconnect_s)
     raise SandboxUnavailable(f"unknown sandbox backend {config.backend!r} (use docker or local)")

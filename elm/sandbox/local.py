@@ -1,0 +1,212 @@
+"""The local backend: a warm pool of runner.py processes on this machine.
+
+For machines without Docker, and only when the configuration says `sandbox.backend: local`.
+The runner is the same file the containers run, so jobs get the same rlimits, timeouts,
+statuses and output caps; what is missing is the container around it: no network,
+filesystem or memory-cgroup isolation. Do not point it at code you do not trust.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from elm.sandbox import Job, Outcome, SandboxUnavailable
+from elm.sandbox.image import runner_path
+from elm.sandbox.pool import RunnerDeath, RunnerLost, RunnerPool, RunnerWedged
+from elm.sandbox.protocol import ProtocolError, check_ready
+
+if TYPE_CHECKING:
+    from elm.config import SandboxConfig
+
+READY_TIMEOUT_S = 60.0
+STDERR_TAIL_BYTES = 4096
+_FOLDER_PREFIX = "elm-sandbox-"  # then the owner's pid: folders of vanished owners are removed
+
+
+class LocalSandbox:
+    """`Sandbox` over local runner processes (`reuse_processes=False`: one per job)."""
+
+    def __init__(self, config: "SandboxConfig", reuse_processes: bool = True) -> None:
+        self._launcher = _ProcessLauncher(config)
+        self._pool = RunnerPool(self._launcher, config, reconnect_s=0.0, reuse_runners=reuse_processes)
+        if reuse_processes:
+            self._pool.warm_up()
+
+    def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
+        return self._pool.run_many(jobs)
+
+    def warm_up(self) -> None:
+        """Start now the runners that replaced ones would otherwise start on first use."""
+        self._pool.warm_up()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @property
+    def replacements(self) -> int:
+        return self._pool.replacements
+
+    def __enter__(self) -> "LocalSandbox":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _ProcessLauncher:
+    def __init__(self, config: "SandboxConfig") -> None:
+        self.config = config
+        _remove_abandoned_folders()
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
+        self._runner = str(runner_path())
+        self._count = 0
+
+    def launch(self) -> "_ProcessChannel":
+        self._count += 1
+        scratch = self.folder / f"runner-{self._count}"
+        stderr_path = self.folder / f"runner-{self._count}.stderr"
+        command = [sys.executable, "-I", self._runner, "--scratch", str(scratch)]
+        processes = _user_process_allowance(self.config.pids_limit)
+        if processes is not None:
+            command += ["--max-user-processes", str(processes)]
+        with open(stderr_path, "wb") as stderr:
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True
+            )
+        channel = _ProcessChannel(process, scratch, stderr_path)
+        try:
+            check_ready(channel.receive_line(READY_TIMEOUT_S, 65536))
+        except (RunnerLost, RunnerWedged, ProtocolError) as problem:
+            death = channel.death().description if isinstance(problem, RunnerLost) else str(problem)
+            channel.close()
+            raise SandboxUnavailable(f"the local sandbox runner did not start: {death}") from None
+        return channel
+
+    def reachable(self) -> bool:
+        return True
+
+    def unavailable_message(self, waited_s: float) -> str:
+        return "the local sandbox runner cannot be started"
+
+    def after_reconnect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class _ProcessChannel:
+    def __init__(self, process: subprocess.Popen, scratch: Path, stderr_path: Path) -> None:
+        self.process = process
+        self.scratch = scratch
+        self.stderr_path = stderr_path
+        self._out = process.stdout.fileno()  # type: ignore[union-attr]
+        self._in = process.stdin.fileno()  # type: ignore[union-attr]
+        self._buffer = bytearray()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, data: bytes, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        view = memoryview(data)
+        try:
+            while view:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([], [self._in], [], remaining)[1]:
+                    raise RunnerWedged("the runner does not read its jobs")
+                view = view[os.write(self._in, view[:65536]):]
+        except OSError as problem:  # BrokenPipeError: the runner is gone
+            raise RunnerLost(str(problem)) from None
+
+    def receive_line(self, timeout: float, limit: int) -> bytes:
+        deadline = time.monotonic() + timeout
+        while True:
+            end = self._buffer.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buffer[:end])
+                del self._buffer[: end + 1]
+                return line
+            if len(self._buffer) > limit:
+                raise ProtocolError(f"answer longer than {limit} bytes")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self._out], [], [], remaining)[0]:
+                raise RunnerWedged("no answer in time")
+            chunk = os.read(self._out, 262144)
+            if not chunk:
+                raise RunnerLost("end of stream")
+            self._buffer += chunk
+
+    def death(self) -> RunnerDeath:
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return RunnerDeath("the runner process closed its output but kept running")
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        tail = self.stderr_path.read_bytes()[-STDERR_TAIL_BYTES:].decode("utf-8", "replace").strip()
+        lines = " | ".join(tail.splitlines()[-3:])
+        return RunnerDeath(f"local runner {how}" + (f": {lines}" if lines else ""))
+
+    def close(self) -> None:
+        for pid in [self.process.pid, *_descendants(self.process.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.stderr_path.unlink(missing_ok=True)
+
+
+def _user_process_allowance(pids_limit: int) -> int | None:
+    """RLIMIT_NPROC for candidates: the user's current processes plus the pids limit.
+    None for root, whom the kernel exempts from it anyway."""
+    uid = os.getuid()
+    if uid == 0:
+        return None
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                count += entry.stat().st_uid == uid
+            except OSError:
+                continue
+    return count + pids_limit
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (candidates run in sessions of their own, so a process
+    group would miss them)."""
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            children = [int(child) for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        found += children
+        pending += children
+    return found
+
+
+def _remove_abandoned_folders() -> None:
+    """Scratch folders left by local sandboxes whose process is gone (killed, not closed)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(_FOLDER_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)

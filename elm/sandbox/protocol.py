@@ -1,0 +1,136 @@
+"""The line protocol between the host and `sandbox/runner.py`, shared by every backend.
+
+The host sends one JSON job per line and reads one JSON answer per line. Answers come
+from a process that lives next to hostile code, so they are decoded defensively: anything
+malformed becomes a `bad_output` outcome (and the runner is retired), never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from elm.sandbox import STATUSES, Job, Outcome
+
+if TYPE_CHECKING:
+    from elm.config import SandboxConfig
+
+PROTOCOL = 1
+RESULT_LIMIT_BYTES = 8 * 1024 * 1024  # the runner's own cap on a result's JSON text
+TRUNCATION_NOTE = "\n[output truncated: {total} bytes written, only the start is kept]"
+
+
+class ProtocolError(Exception):
+    """The runner said something that is not part of the protocol."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One decoded runner answer: the outcome, and whether the runner asked to be replaced."""
+
+    outcome: Outcome
+    retire: bool
+
+
+def encode_job(job: Job, job_id: int, config: "SandboxConfig") -> bytes:
+    """The request line for one job; raises ValueError for a job the runner cannot take."""
+    check_job(job)
+    request = {
+        "id": job_id,
+        "files": dict(job.files),
+        "entry": job.entry,
+        "timeout_s": float(job.timeout_s),
+        "memory_mb": int(job.memory_mb),
+        "output_limit_bytes": int(config.output_limit_bytes),
+        "file_limit_bytes": int(config.scratch_mb) * 1024 * 1024,
+    }
+    return json.dumps(request).encode("utf-8") + b"\n"
+
+
+def max_answer_bytes(config: "SandboxConfig") -> int:
+    """An upper bound on an honest answer line: escaped result plus escaped output."""
+    return 2 * RESULT_LIMIT_BYTES + 6 * int(config.output_limit_bytes) + 65536
+
+
+def check_ready(line: bytes) -> dict[str, Any]:
+    """The runner's greeting; raises ProtocolError if it is not a compatible runner."""
+    try:
+        greeting = json.loads(line)
+    except ValueError:
+        raise ProtocolError(f"runner greeting is not JSON: {line[:200]!r}") from None
+    if not isinstance(greeting, dict) or greeting.get("ready") is not True:
+        raise ProtocolError(f"unexpected runner greeting: {line[:200]!r}")
+    if greeting.get("protocol") != PROTOCOL:
+        raise ProtocolError(
+            f"runner speaks protocol {greeting.get('protocol')!r}, the host speaks {PROTOCOL}"
+        )
+    return greeting
+
+
+def decode_answer(line: bytes, job_id: int) -> Answer:
+    """Turn an answer line into an Outcome; a malformed answer is `bad_output` + retire."""
+    try:
+        answer = json.loads(line)
+        if not isinstance(answer, dict):
+            raise ProtocolError("answer is not an object")
+        if answer.get("id") != job_id:
+            raise ProtocolError(f"answer for job {answer.get('id')!r}, expected {job_id}")
+        status = answer.get("status")
+        if status not in STATUSES:
+            raise ProtocolError(f"unknown status {status!r}")
+        seconds = float(answer.get("seconds") or 0.0)
+        error = _text(answer.get("error"))
+        stdout = _stdout(answer)
+        retire = bool(answer.get("retire"))
+        extras = {
+            key: answer[key]
+            for key in ("signal", "exit_code", "stdout_bytes", "stdout_truncated")
+            if answer.get(key) is not None
+        }
+    except (ValueError, TypeError, ProtocolError, RecursionError) as problem:
+        outcome = Outcome("bad_output", 0.0, error=f"sandbox runner answered out of protocol: {problem}")
+        return Answer(outcome, retire=True)
+    outcome = Outcome(status, seconds, stdout=stdout, error=error, extras=extras)
+    if status == "ok":
+        _attach_result(outcome, answer.get("result_json"))
+    return Answer(outcome, retire)
+
+
+def _attach_result(outcome: Outcome, result_json: Any) -> None:
+    """Parse the candidate's JSON text; hostile text (too deep, not JSON) is bad_output."""
+    try:
+        if not isinstance(result_json, str):
+            raise ValueError("no result text")
+        outcome.result = json.loads(result_json)
+    except (ValueError, RecursionError) as problem:
+        outcome.status = "bad_output"
+        outcome.error = f"result is not valid JSON: {type(problem).__name__}: {str(problem)[:200]}"
+
+
+def _stdout(answer: dict[str, Any]) -> str:
+    shown = _text(answer.get("stdout"))
+    if answer.get("stdout_truncated"):
+        return shown + TRUNCATION_NOTE.format(total=int(answer.get("stdout_bytes") or 0))
+    return shown
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def check_job(job: Job) -> None:
+    """Raise ValueError for a job the runner cannot take (a caller's mistake)."""
+    if job.entry not in job.files:
+        raise ValueError(f"job entry {job.entry!r} is not one of its files")
+    if not (job.timeout_s > 0 and job.memory_mb > 0):
+        raise ValueError("job timeout_s and memory_mb must be positive")
+    for name in job.files:
+        path = PurePosixPath(name)
+        if not name or path.is_absolute() or ".." in path.parts or "\0" in name:
+            raise ValueError(f"unsafe job file name {name!r}")

@@ -1,0 +1,440 @@
+"""The Docker backend against a real engine and the built image: hostile candidates get a
+status, the containers are locked down, and the pool keeps serving afterwards.
+
+These tests fail (never skip) when Docker or the image is missing: run
+`scripts/install_docker.sh` and `elm sandbox build` first.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import docker
+import pytest
+
+from elm.config import SandboxConfig
+from elm.sandbox import SandboxUnavailable
+from elm.sandbox import pool as pool_module
+from elm.sandbox.docker import OWNER_LABEL, DockerSandbox
+from tests.conftest import REPO, cli_env
+from tests.test_sandbox_local import (
+    COUNT_OTHER_PROCESSES,
+    HUGE_OUTPUT,
+    INFINITE_LOOP,
+    LEFTOVER_DAEMON,
+    MEMORY_HOG,
+    ORDINARY,
+    OS_EXIT,
+    SEGFAULT,
+    SIGKILL_SELF,
+    assert_locked_folders_are_wiped,
+    candidate,
+)
+
+pytestmark = pytest.mark.docker
+
+CONFIG = SandboxConfig(backend="docker", pool_size=2, timeout_s=2.0, output_limit_bytes=4096, pids_limit=64)
+
+FORK_BOMB = """
+    import os
+    def main():
+        while True:
+            try:
+                os.fork()
+            except OSError:
+                pass
+"""
+WRITE_OUTSIDE_SCRATCH = """
+    import errno, os
+    def main():
+        outcomes = {}
+        for path in ("/etc/evil", "/tmp/evil", "/opt/elm/runner.py", "/usr/lib/evil",
+                     "/dev/shm/evil", "/proc/sys/kernel/evil", "/evil"):
+            try:
+                with open(path, "a") as handle:
+                    handle.write("x")
+                outcomes[path] = "written"
+            except OSError as problem:
+                outcomes[path] = errno.errorcode.get(problem.errno, str(problem.errno))
+        with open("inside.txt", "w") as handle:
+            outcomes["scratch"] = handle.write("fine")
+        return outcomes
+"""
+NETWORK = """
+    import socket
+    def main():
+        outcomes = {}
+        for host, port in (("1.1.1.1", 53), ("172.17.0.1", 2375), ("127.0.0.1", 22)):
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                outcomes[host] = "connected"
+            except OSError as problem:
+                outcomes[host] = type(problem).__name__
+        try:
+            socket.getaddrinfo("deb.debian.org", 80)
+            outcomes["dns"] = "resolved"
+        except OSError as problem:
+            outcomes["dns"] = type(problem).__name__
+        interfaces = [name for _, name in socket.if_nameindex()]
+        return {"connections": outcomes, "interfaces": interfaces}
+"""
+IDENTITY = """
+    import os
+    def main():
+        status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+        return {
+            "uid": os.getuid(), "gid": os.getgid(), "cwd": os.getcwd(),
+            "cap_eff": status["CapEff"].strip(), "cap_bnd": status["CapBnd"].strip(),
+            "no_new_privs": status["NoNewPrivs"].strip(), "parent": os.getppid(),
+        }
+"""
+ATTACK_THE_RUNNER = """
+    import os, signal
+    def main():
+        tried = {}
+        for number in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGSTOP, signal.SIGHUP):
+            try:
+                os.kill(1, number)
+                tried[signal.Signals(number).name] = "sent"
+            except OSError as problem:
+                tried[signal.Signals(number).name] = type(problem).__name__
+        for path in ("/proc/1/environ", "/proc/1/mem", "/proc/1/fd/0"):
+            try:
+                open(path, "rb").read(1)
+                tried[path] = "read"
+            except OSError as problem:
+                tried[path] = type(problem).__name__
+        try:
+            os.kill(-1, signal.SIGKILL)  # every process it may signal, but itself and PID 1
+            tried["everyone"] = "sent"
+        except OSError as problem:
+            tried["everyone"] = type(problem).__name__
+        return tried
+"""
+MULTI_PROCESS_MEMORY_HOG = """
+    import os, time
+    def main():
+        for _ in range(6):
+            if os.fork() == 0:
+                hoard = []
+                while True:
+                    hoard.append(bytearray(b"x" * (8 * 1024 * 1024)))
+        time.sleep(10)
+"""
+FILL_SCRATCH = """
+    def main():
+        with open("big.bin", "wb") as handle:
+            while True:
+                handle.write(b"x" * (1024 * 1024))
+"""
+RAISE_OWN_LIMITS = """
+    import resource
+    def main():
+        resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+"""
+STOP_ITSELF = """
+    import os, signal
+    def main():
+        os.kill(os.getpid(), signal.SIGSTOP)
+"""
+NUMPY_WORK = """
+    import numpy as np
+    def main():
+        return float(np.linalg.norm(np.arange(12.0).reshape(3, 4)))
+"""
+# Hostile candidates, their wall-clock limit (short where the point is to hit it, generous
+# where a busy machine must not turn a slow candidate into a timeout), expected statuses.
+HOSTILE = [
+    (INFINITE_LOOP, 1.0, {"timeout"}),
+    (MEMORY_HOG, 20.0, {"memory"}),
+    (FORK_BOMB, 1.0, {"timeout", "error"}),
+    (OS_EXIT, 20.0, {"bad_output"}),
+    (SIGKILL_SELF, 20.0, {"killed"}),
+    (SEGFAULT, 20.0, {"killed"}),
+    (HUGE_OUTPUT, 20.0, {"ok"}),
+    (LEFTOVER_DAEMON, 20.0, {"ok"}),
+    (ATTACK_THE_RUNNER, 20.0, {"ok"}),
+    (MULTI_PROCESS_MEMORY_HOG, 2.0, {"memory", "killed", "timeout"}),
+    (FILL_SCRATCH, 20.0, {"error"}),
+    (STOP_ITSELF, 1.0, {"timeout"}),
+]
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    try:
+        box = DockerSandbox(CONFIG)
+    except SandboxUnavailable as problem:
+        pytest.fail(f"Docker sandbox unavailable (run scripts/install_docker.sh and `elm sandbox build`): {problem}")
+    yield box
+    box.close()
+
+
+def run_one(sandbox: DockerSandbox, source: str, **options) -> object:
+    return sandbox.run_many([candidate(source, **options)])[0]
+
+
+def test_ordinary_candidates_keep_their_order_and_output(sandbox):
+    jobs = [candidate(f"def main():\n    print('job {n}')\n    return [{n}]\n") for n in range(9)]
+    outcomes = sandbox.run_many(jobs)
+    assert [(o.status, o.result, o.stdout) for o in outcomes] == [("ok", [n], f"job {n}\n") for n in range(9)]
+
+
+def test_numpy_is_there(sandbox):
+    outcome = run_one(sandbox, NUMPY_WORK)
+    assert outcome.status == "ok" and outcome.result == pytest.approx(22.494443758403985)
+
+
+def test_infinite_loop_times_out(sandbox):
+    outcome = run_one(sandbox, INFINITE_LOOP, timeout_s=1.0)
+    assert outcome.status == "timeout" and "wall-clock limit of 1 s" in outcome.error
+    assert 1.0 <= outcome.seconds < 5
+
+
+def test_memory_hog_gets_memory(sandbox):
+    outcome = run_one(sandbox, MEMORY_HOG, memory_mb=128)
+    assert outcome.status == "memory" and "MemoryError" in outcome.error
+
+
+def test_out_of_memory_kill_gets_memory(sandbox):
+    # A budget beyond the container's memory: the kernel's OOM killer ends it, not MemoryError.
+    toucher = "def main():\n    hoard = []\n    while True:\n        hoard.append(b'x' * (16 << 20))\n"
+    outcome = run_one(sandbox, toucher, memory_mb=8000)
+    assert outcome.status == "memory" and "out-of-memory killer" in outcome.error
+    assert run_one(sandbox, ORDINARY).status == "ok"
+
+
+def test_memory_hog_across_processes_is_contained(sandbox):
+    outcome = run_one(sandbox, MULTI_PROCESS_MEMORY_HOG, timeout_s=4.0)
+    assert outcome.status in {"memory", "killed", "timeout"}
+    assert run_one(sandbox, ORDINARY).status == "ok"
+
+
+def test_fork_bomb_is_contained(sandbox):
+    outcome = run_one(sandbox, FORK_BOMB, timeout_s=2.0)
+    assert outcome.status in {"timeout", "error"}
+    survivors = sandbox.run_many([candidate(COUNT_OTHER_PROCESSES)] * 2)
+    assert [o.result for o in survivors] == [[], []]
+
+
+def test_writing_outside_scratch_fails(sandbox):
+    outcome = run_one(sandbox, WRITE_OUTSIDE_SCRATCH)
+    assert outcome.status == "ok", outcome.error
+    results = outcome.result
+    assert results.pop("scratch") == 4
+    assert set(results.values()) <= {"EROFS", "EACCES", "ENOENT", "EPERM"}, results
+
+
+def test_filling_the_scratch_space_is_an_error_and_it_is_wiped(sandbox):
+    outcome = run_one(sandbox, FILL_SCRATCH)
+    assert outcome.status == "error"
+    assert "No space left" in outcome.error or "File too large" in outcome.error
+    free = "import os\ndef main():\n    s = os.statvfs('/scratch')\n    return s.f_bavail * s.f_frsize\n"
+    for outcome in sandbox.run_many([candidate(free)] * 2):
+        assert outcome.result > (CONFIG.scratch_mb - 2) * 1024 * 1024
+
+
+def test_a_candidate_that_locks_its_folder_cannot_leave_files_behind(sandbox):
+    replacements = sandbox.replacements
+    assert_locked_folders_are_wiped(sandbox)
+    assert sandbox.replacements == replacements  # wiped by the runner, no container lost
+
+
+def test_folders_nested_too_deep_to_remove_recursively_cost_one_container(sandbox):
+    nest = "import os\ndef main():\n    for _ in range(3000):\n        os.mkdir('d')\n        os.chdir('d')\n    return 'deep'\n"
+    assert run_one(sandbox, nest).result == "deep"
+    look = "import os\ndef main():\n    return os.listdir('..')\n"
+    assert [o.result for o in sandbox.run_many([candidate(look)] * 2)] == [["job"], ["job"]]
+
+
+def test_network_connection_fails(sandbox):
+    outcome = run_one(sandbox, NETWORK, timeout_s=10.0)
+    assert outcome.status == "ok", outcome.error
+    assert "connected" not in outcome.result["connections"].values()
+    assert outcome.result["connections"]["dns"] != "resolved"
+    assert outcome.result["interfaces"] == ["lo"]
+
+
+def test_huge_output_is_capped(sandbox):
+    outcome = run_one(sandbox, HUGE_OUTPUT)
+    assert outcome.status == "ok" and outcome.result == "done"
+    assert len(outcome.stdout) < CONFIG.output_limit_bytes + 200
+    assert "output truncated: 52428800 bytes written" in outcome.stdout
+
+
+def test_os_exit_sigkill_and_segfault_get_clear_statuses(sandbox):
+    exited, killed, crashed = sandbox.run_many([candidate(OS_EXIT), candidate(SIGKILL_SELF), candidate(SEGFAULT)])
+    assert exited.status == "bad_output" and "exited with code 7" in exited.error
+    assert killed.status == "killed" and "SIGKILL" in killed.error
+    assert crashed.status == "killed" and "SIGSEGV (segmentation fault)" in crashed.error
+
+
+def test_candidate_cannot_raise_its_own_limits(sandbox):
+    outcome = run_one(sandbox, RAISE_OWN_LIMITS)
+    assert outcome.status == "error" and ("ValueError" in outcome.error or "PermissionError" in outcome.error)
+
+
+def test_a_stopped_candidate_times_out(sandbox):
+    outcome = run_one(sandbox, STOP_ITSELF, timeout_s=1.0)
+    assert outcome.status == "timeout"
+
+
+def test_candidate_runs_unprivileged_and_cannot_touch_the_runner(sandbox):
+    identity = run_one(sandbox, IDENTITY).result
+    assert identity["uid"] == 10001 and identity["gid"] == 10001
+    assert identity["cap_eff"] == "0000000000000000" and identity["cap_bnd"] == "0000000000000000"
+    assert identity["no_new_privs"] == "1"
+    assert identity["parent"] == 1 and identity["cwd"].startswith("/scratch/")
+    attack = run_one(sandbox, ATTACK_THE_RUNNER)
+    assert attack.status == "ok", attack.error
+    assert all(attack.result[path] == "PermissionError" for path in ("/proc/1/environ", "/proc/1/mem", "/proc/1/fd/0"))
+    assert attack.result["everyone"] == "ProcessLookupError"  # no process but the runner to hit
+    assert run_one(sandbox, ORDINARY).status == "ok"
+
+
+def test_containers_are_locked_down(sandbox):
+    client = docker.from_env()
+    try:
+        for container_id in sandbox.container_ids():
+            attributes = client.api.inspect_container(container_id)
+            host = attributes["HostConfig"]
+            assert host["NetworkMode"] == "none"
+            assert host["ReadonlyRootfs"] is True
+            assert host["CapDrop"] == ["ALL"]
+            assert "no-new-privileges" in host["SecurityOpt"]
+            assert host["Memory"] > 0 and host["MemorySwap"] == host["Memory"]
+            assert host["NanoCpus"] == int(CONFIG.cpus * 1e9)
+            assert host["PidsLimit"] == CONFIG.pids_limit
+            assert "/scratch" in host["Tmpfs"] and f"size={CONFIG.scratch_mb}m" in host["Tmpfs"]["/scratch"]
+            assert host["IpcMode"] == "none"
+            assert attributes["Config"]["User"] == "10001:10001"
+    finally:
+        client.close()
+
+
+def test_a_container_killed_from_outside_is_replaced_and_its_job_retried(sandbox):
+    client = docker.from_env()
+    try:
+        sandbox.run_many([candidate(ORDINARY)] * 2)  # both slots started: ids in slot order
+        victim = sandbox.container_ids()[0]
+        sleeper = candidate("import time\ndef main():\n    time.sleep(1.5)\n    return 'slept'\n", timeout_s=5)
+        killer = threading.Timer(0.5, lambda: client.api.kill(victim))
+        killer.start()
+        outcomes = sandbox.run_many([sleeper, sleeper])
+        killer.join()
+        assert [o.status for o in outcomes] == ["ok", "ok"]
+        assert victim not in sandbox.container_ids()
+        client.api.kill(sandbox.container_ids()[0])  # an idle one dies too: noticed before use
+        assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 4)] == ["ok"] * 4
+    finally:
+        client.close()
+
+
+def test_a_wedged_container_is_replaced_and_its_job_reported(sandbox, monkeypatch):
+    monkeypatch.setattr(pool_module, "ANSWER_GRACE_S", 1.0)
+    client = docker.from_env()
+    try:
+        sleeper = candidate("import time\ndef main():\n    time.sleep(0.5)\n    return 1\n", timeout_s=1.0)
+        sandbox.run_many([candidate(ORDINARY)] * 2)  # both slots started: ids in slot order
+        frozen: list[str] = []
+
+        def freeze() -> None:  # stops every process of the container: the runner cannot answer
+            frozen.append(sandbox.container_ids()[0])
+            client.api.pause(frozen[0])
+
+        timer = threading.Timer(0.2, freeze)
+        timer.start()
+        outcome = sandbox.run_many([sleeper])[0]
+        timer.join()
+        assert outcome.status == "timeout" and "gave no answer" in outcome.error
+        assert frozen[0] not in sandbox.container_ids()
+        with pytest.raises(docker.errors.NotFound):
+            client.api.inspect_container(frozen[0])  # removed, though paused
+        assert run_one(sandbox, ORDINARY).status == "ok"
+    finally:
+        for container_id in frozen:
+            try:
+                client.api.unpause(container_id)
+            except docker.errors.APIError:
+                pass
+        client.close()
+
+
+def test_after_every_hostile_candidate_the_pool_serves_at_its_normal_rate(sandbox):
+    ordinary = [candidate(ORDINARY)] * 60
+    sandbox.run_many(ordinary[:4])
+    before_seconds = timed(lambda: sandbox.run_many(ordinary))
+
+    hostile = [candidate(source, timeout_s=timeout_s, memory_mb=128) for source, timeout_s, _ in HOSTILE]
+    outcomes = sandbox.run_many(hostile + ordinary[:4])
+    for (source, _, expected), outcome in zip(HOSTILE, outcomes):
+        assert outcome.status in expected, (source, outcome.status, outcome.error)
+    assert [o.status for o in outcomes[len(HOSTILE):]] == ["ok"] * 4
+
+    sandbox.warm_up()  # runners retired by the hostile batch are restarted before measuring
+    containers = sandbox.container_ids()
+    replacements = sandbox.replacements
+    results: list = []
+    after_seconds = timed(lambda: results.extend(sandbox.run_many(ordinary)))
+    assert [o.status for o in results] == ["ok"] * len(ordinary)
+    assert sandbox.replacements == replacements and sandbox.container_ids() == containers
+    # The same runners serve, none replaced, and the rate is that of before within a wide
+    # margin (a ratio within one test, tolerant of a busy shared machine).
+    assert after_seconds < 5 * before_seconds + 0.5, (before_seconds, after_seconds)
+
+
+def test_close_removes_every_container_of_the_sandbox():
+    box = DockerSandbox(SandboxConfig(backend="docker", pool_size=2))
+    owner = box.owner
+    assert len(box.container_ids()) == 2
+    box.close()
+    client = docker.from_env()
+    try:
+        assert client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}"}) == []
+    finally:
+        client.close()
+
+
+def test_containers_of_a_killed_run_stop_and_are_removed_by_the_next_sandbox():
+    script = (
+        "import time\n"
+        "from elm.config import SandboxConfig\n"
+        "from elm.sandbox.docker import DockerSandbox\n"
+        "box = DockerSandbox(SandboxConfig(backend='docker', pool_size=2))\n"
+        "print(box.owner, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                               env=cli_env(), cwd=REPO)
+    owner = process.stdout.readline().strip()
+    process.kill()
+    process.wait()
+    process.stdout.close()
+    client = docker.from_env()
+    try:
+        def owned(**filters):
+            return client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={owner}", **filters})
+
+        assert len(owned()) == 2
+        deadline = time.monotonic() + 30
+        while owned(status="running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert owned(status="running") == []  # their stdin closed with the dead process
+        DockerSandbox(SandboxConfig(backend="docker", pool_size=1)).close()
+        assert owned() == []
+    finally:
+        client.close()
+
+
+def test_missing_image_says_how_to_build_it():
+    with pytest.raises(SandboxUnavailable, match="elm sandbox build"):
+        DockerSandbox(SandboxConfig(backend="docker", image="elm-sandbox:no-such-tag"))
+
+
+def timed(work) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started

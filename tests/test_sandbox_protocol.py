@@ -1,0 +1,85 @@
+"""The host side of the runner protocol treats every answer as hostile data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from elm.config import SandboxConfig
+from elm.sandbox import Job
+from elm.sandbox.protocol import PROTOCOL, ProtocolError, check_ready, decode_answer, encode_job
+
+
+def answer(**fields) -> bytes:
+    base = {"id": 5, "status": "ok", "seconds": 0.01, "result_json": "[1, 2]", "stdout": "", "error": ""}
+    return json.dumps({**base, **fields}).encode()
+
+
+def test_a_good_answer_becomes_an_outcome():
+    decoded = decode_answer(answer(stdout="hi\n", stdout_bytes=3), 5)
+    assert (decoded.outcome.status, decoded.outcome.result, decoded.outcome.stdout) == ("ok", [1, 2], "hi\n")
+    assert decoded.retire is False
+
+
+def test_truncated_output_says_so():
+    decoded = decode_answer(answer(stdout="abc", stdout_bytes=999, stdout_truncated=True), 5)
+    assert decoded.outcome.stdout == "abc\n[output truncated: 999 bytes written, only the start is kept]"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b"[1, 2]",
+        answer(id=6),
+        answer(status="fine"),
+        answer(error=["not", "text"]),
+        answer(seconds="soon"),
+    ],
+)
+def test_answers_out_of_protocol_are_bad_output_and_retire_the_runner(line):
+    decoded = decode_answer(line, 5)
+    assert decoded.outcome.status == "bad_output" and decoded.retire is True
+    assert "out of protocol" in decoded.outcome.error
+
+
+@pytest.mark.parametrize("result_json", ["[" * 100000 + "]" * 100000, "{'single': 'quotes'}", None])
+def test_results_that_do_not_parse_are_bad_output(result_json):
+    decoded = decode_answer(answer(result_json=result_json), 5)
+    assert decoded.outcome.status == "bad_output" and decoded.outcome.result is None
+
+
+def test_error_outcomes_keep_their_status_and_message():
+    decoded = decode_answer(answer(status="timeout", result_json=None, error="wall-clock limit"), 5)
+    assert (decoded.outcome.status, decoded.outcome.error) == ("timeout", "wall-clock limit")
+
+
+def test_greeting_must_speak_the_same_protocol():
+    assert check_ready(json.dumps({"ready": True, "protocol": PROTOCOL}).encode())["ready"] is True
+    with pytest.raises(ProtocolError, match="protocol 99"):
+        check_ready(json.dumps({"ready": True, "protocol": 99}).encode())
+    with pytest.raises(ProtocolError):
+        check_ready(b"Traceback (most recent call last):")
+
+
+def test_job_request_carries_the_limits():
+    config = SandboxConfig(output_limit_bytes=1234, scratch_mb=3)
+    request = json.loads(encode_job(Job({"a.py": "x"}, "a.py", timeout_s=2.5, memory_mb=99), 7, config))
+    assert request == {"id": 7, "files": {"a.py": "x"}, "entry": "a.py", "timeout_s": 2.5, "memory_mb": 99,
+                       "output_limit_bytes": 1234, "file_limit_bytes": 3 * 1024 * 1024}
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        Job({"a.py": ""}, "b.py"),
+        Job({"/etc/a.py": "", "b.py": ""}, "b.py"),
+        Job({"../a.py": "", "b.py": ""}, "b.py"),
+        Job({"b.py": ""}, "b.py", timeout_s=0),
+        Job({"b.py": ""}, "b.py", memory_mb=-1),
+    ],
+)
+def test_jobs_the_runner_cannot_take_are_refused(job):
+    with pytest.raises(ValueError):
+        encode_job(job, 1, SandboxConfig())
