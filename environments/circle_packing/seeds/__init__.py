@@ -1,0 +1,1 @@
+"""Seed programs for circle packing, read as text (never imported on the host)."""
