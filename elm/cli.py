@@ -32,20 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="elm", description="Evolution through Large Models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module_name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:
-            if error.name != module_name:
-                raise
-            continue
-        module.register(commands)
+        importlib.import_module(module_name).register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from elm.errors import UserError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may also come after options (`elm run C --out D a=1`).
+    stray = [item for item in extra if item.startswith("-") or "=" not in item]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.handler(args) or 0)
     except UserError as error:

@@ -155,6 +155,18 @@ class Environment:
         return None
 
 
+def seed_folder_programs(package: str, file_name: str) -> list[Program]:
+    """Every `seeds/*.py` of an environment package, by file name, named by its stem."""
+    from importlib import resources
+
+    folder = resources.files(package) / "seeds"
+    return [
+        Program(file_name, path.read_text(), path.name.removesuffix(".py"))
+        for path in sorted(folder.iterdir(), key=lambda path: path.name)
+        if path.name.endswith(".py") and path.name != "__init__.py"
+    ]
+
+
 def load_environment(spec: str, options: Mapping[str, Any] | None = None) -> Environment:
     """Load by built-in name (`sodarace`), `module:Class`, or entry point name."""
     cls = _find_class(spec)
@@ -199,6 +211,10 @@ def _import(module_name: str, spec: str) -> Any:
         return importlib.import_module(module_name)
     except ImportError as error:
         raise EnvironmentLoadError(f"cannot import environment {spec!r}: {error}") from None
+    except Exception as error:  # a plug-in that fails while importing must not crash the CLI
+        raise EnvironmentLoadError(
+            f"environment {spec!r} failed while importing: {type(error).__name__}: {error}"
+        ) from None
 
 
 def _builtin_names() -> list[str]:

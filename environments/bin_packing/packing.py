@@ -35,6 +35,7 @@ from elm.environment import (
     EnvironmentLoadError,
     Program,
     Score,
+    seed_folder_programs,
 )
 
 
@@ -102,13 +103,7 @@ class OnlineBinPacking(Environment):
         self.qd_offset = _one_bin_per_item_fitness(self.instances, self.capacity)
 
     def seeds(self) -> list[Program]:
-        folder = resources.files(__package__) / "seeds"
-        programs = [
-            Program(self.file_name, path.read_text(), path.name.removesuffix(".py"))
-            for path in sorted(folder.iterdir(), key=lambda path: path.name)
-            if path.name.endswith(".py") and path.name != "__init__.py"
-        ]
-        return self.select_seeds(programs)
+        return self.select_seeds(seed_folder_programs(__package__, self.file_name))
 
     def sandbox_files(self) -> dict[str, str]:
         settings = {

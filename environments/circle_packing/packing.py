@@ -28,6 +28,7 @@ from elm.environment import (
     EnvironmentLoadError,
     Program,
     Score,
+    seed_folder_programs,
 )
 
 TOLERANCE = 1e-9
@@ -70,13 +71,7 @@ class CirclePacking(Environment):
         self.n = n
 
     def seeds(self) -> list[Program]:
-        folder = resources.files(__package__) / "seeds"
-        programs = [
-            Program(self.file_name, path.read_text(), path.name.removesuffix(".py"))
-            for path in sorted(folder.iterdir(), key=lambda path: path.name)
-            if path.name.endswith(".py") and path.name != "__init__.py"
-        ]
-        return self.select_seeds(programs)
+        return self.select_seeds(seed_folder_programs(__package__, self.file_name))
 
     def sandbox_files(self) -> dict[str, str]:
         settings = {"module": self.file_name.removesuffix(".py"), "entry": self.entry_point, "n": self.n}
