@@ -103,8 +103,10 @@ def test_check_reports_plugin_code_that_raises(tmp_path):
     (tmp_path / "seedless_env.py").write_text(BROKEN.replace(
         "return self.select_seeds([", "raise OSError('no seeds here')\n        return self.select_seeds(["))
     crashing = _elm_with(tmp_path, "env", "check", "crashing_env:Careless", "--backend", "local")
-    assert crashing.returncode == 1
-    assert "loading the environment raised RuntimeError: cannot start" in " ".join(crashing.stdout.split())
+    assert crashing.returncode == 2
+    assert crashing.stderr.strip() == (
+        "elm: error: environment 'crashing_env:Careless' failed while importing: "
+        "RuntimeError: cannot start")
     seedless = _elm_with(tmp_path, "env", "check", "seedless_env:Careless", "--backend", "local")
     assert seedless.returncode == 1
     assert "seeds() raised OSError: no seeds here" in " ".join(seedless.stdout.split())
