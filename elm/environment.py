@@ -8,6 +8,7 @@ scored on the host (fitness and a descriptor, or an explicit invalid reason).
 from __future__ import annotations
 
 import importlib
+import json
 import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -146,6 +147,17 @@ class Environment:
     def sandbox_files(self) -> dict[str, str]:
         module = self.file_name.removesuffix(".py")
         return {self.harness: _DEFAULT_HARNESS.format(module=module, entry=self.entry_point)}
+
+    def packaged_harness(self, package: str, **settings: Any) -> dict[str, str]:
+        """The package's `harness.py` plus `environment.json`: the candidate's module and
+        entry point and any `settings` the harness reads."""
+        from importlib import resources
+
+        settings = {"module": self.file_name.removesuffix(".py"), "entry": self.entry_point, **settings}
+        return {
+            self.harness: (resources.files(package) / "harness.py").read_text(),
+            "environment.json": json.dumps(settings),
+        }
 
     def score(self, result: Any) -> Score:
         raise NotImplementedError

@@ -19,10 +19,8 @@ Descriptors, replayed on the host from the placements:
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from importlib import resources
 from typing import Any, Sequence
 
 import numpy as np
@@ -106,16 +104,7 @@ class OnlineBinPacking(Environment):
         return self.select_seeds(seed_folder_programs(__package__, self.file_name))
 
     def sandbox_files(self) -> dict[str, str]:
-        settings = {
-            "module": self.file_name.removesuffix(".py"),
-            "entry": self.entry_point,
-            "capacity": self.capacity,
-            "instances": self.instances,
-        }
-        return {
-            self.harness: (resources.files(__package__) / "harness.py").read_text(),
-            "environment.json": json.dumps(settings),
-        }
+        return self.packaged_harness(__package__, capacity=self.capacity, instances=self.instances)
 
     def score(self, result: Any) -> Score:
         try:

@@ -13,9 +13,7 @@ packings built along the walls. Both change smoothly as circles move and grow.
 
 from __future__ import annotations
 
-import json
 import math
-from importlib import resources
 from typing import Any, Sequence
 
 import numpy as np
@@ -74,11 +72,7 @@ class CirclePacking(Environment):
         return self.select_seeds(seed_folder_programs(__package__, self.file_name))
 
     def sandbox_files(self) -> dict[str, str]:
-        settings = {"module": self.file_name.removesuffix(".py"), "entry": self.entry_point, "n": self.n}
-        return {
-            self.harness: (resources.files(__package__) / "harness.py").read_text(),
-            "environment.json": json.dumps(settings),
-        }
+        return self.packaged_harness(__package__, n=self.n)
 
     def score(self, result: Any) -> Score:
         try:

@@ -12,8 +12,6 @@ Descriptors: `warmth` (mean red minus mean blue) separates warm from cool pictur
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -73,11 +71,7 @@ class ImageMatching(Environment):
         return self.select_seeds(seed_folder_programs(__package__, self.file_name))
 
     def sandbox_files(self) -> dict[str, str]:
-        settings = {"module": self.file_name.removesuffix(".py"), "entry": self.entry_point, "size": self.size}
-        return {
-            self.harness: (resources.files(__package__) / "harness.py").read_text(),
-            "environment.json": json.dumps(settings),
-        }
+        return self.packaged_harness(__package__, size=self.size)
 
     def score(self, result: Any) -> Score:
         try:
