@@ -93,13 +93,18 @@ class EvolutionLoop:
             raise RuntimeError("the archive is empty: no seed program was valid (see elm inspect)")
         rng = np.random.default_rng([self.config.run.seed, iteration])
         count = self.config.run.batch_size
-        parents = self.archive.sample_parents(count, rng)
-        messages = choose_commit_messages(self.commit_messages, count, rng)
+        # Children of one parent share its commit message, so a model prefills it once.
+        per_parent = self.config.mutation.children_per_parent
+        parent_count = -(-count // per_parent)
+        parents = self.archive.sample_parents(parent_count, rng)
+        messages = choose_commit_messages(self.commit_messages, parent_count, rng)
         seeds = rng.integers(0, 2**31 - 1, size=count)
         return [
-            MutationRequest(parent_id=p.candidate_id, file_name=self.environment.file_name,
-                            source=self._sources[p.candidate_id], commit_message=m, seed=int(s))
-            for p, m, s in zip(parents, messages, seeds)
+            MutationRequest(parent_id=parents[i // per_parent].candidate_id,
+                            file_name=self.environment.file_name,
+                            source=self._sources[parents[i // per_parent].candidate_id],
+                            commit_message=messages[i // per_parent], seed=int(seeds[i]))
+            for i in range(count)
         ]
 
     def place(self, records: Sequence[CandidateRecord]) -> None:

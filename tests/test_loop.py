@@ -104,3 +104,15 @@ def test_resumed_run_continues_the_same_stream(tmp_path):
     assert [c.source for c in part_store.candidates()] == [c.source for c in whole_store.candidates()]
     whole_store.close()
     part_store.close()
+
+
+def test_children_of_one_parent_share_its_commit_message(tmp_path):
+    loop, store = _loop(tmp_path, iterations=0)
+    loop.run()
+    loop.config.mutation.children_per_parent = 4
+    requests = loop.requests(1)
+    assert len(requests) == 8
+    for group in (requests[:4], requests[4:]):
+        assert len({(r.parent_id, r.commit_message) for r in group}) == 1
+    assert len({r.seed for r in requests}) == 8
+    store.close()

@@ -3,8 +3,9 @@
 Sampling shares one prefill among all samples of a prompt: the prompts run once as a
 left-padded batch, the KV cache is expanded to one row per sample, and a small decode loop
 draws the new tokens. Each sample has its own random generator seeded from its own seed, so
-its tokens depend on that seed, not on which other samples share the batch. A sample stops
-at the end-of-text token or when a new `<NME>` record starts.
+its tokens depend on that seed, not on which other samples share the batch (up to the
+rounding differences batch shapes can cause). A sample stops at the end-of-text token or
+when a new `<NME>` record starts; finished samples leave the batch.
 
 Weights come from a hub id or a local folder. The hub is offline by default
 (`HF_HUB_OFFLINE=1` is set before transformers is imported), so a model that is not cached
