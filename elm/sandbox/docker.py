@@ -17,15 +17,16 @@ import select
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import docker
 from docker.types import LogConfig
 
-from elm.sandbox import Job, Outcome, SandboxUnavailable
+from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import check_image
 from elm.sandbox.pool import (
     BackendLost,
+    PooledSandbox,
     RunnerDeath,
     RunnerLost,
     RunnerPool,
@@ -51,7 +52,7 @@ HOW_TO_START = (
 )
 
 
-class DockerSandbox:
+class DockerSandbox(PooledSandbox):
     """`Sandbox` over a warm pool of containers (`reuse_containers=False`: one per job)."""
 
     def __init__(
@@ -73,29 +74,10 @@ class DockerSandbox:
         if reuse_containers:
             self._pool.warm_up()
 
-    def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
-        return self._pool.run_many(jobs)
-
-    def warm_up(self) -> None:
-        """Start now the runners that replaced ones would otherwise start on first use."""
-        self._pool.warm_up()
-
-    def close(self) -> None:
-        self._pool.close()
-
     def container_ids(self) -> list[str]:
         """Ids of the pool's started containers, in slot order."""
         return [channel.container_id for channel in self._pool.channels()]  # type: ignore[attr-defined]
 
-    @property
-    def replacements(self) -> int:
-        return self._pool.replacements
-
-    def __enter__(self) -> "DockerSandbox":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def connect() -> Any:

@@ -17,11 +17,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
-from elm.sandbox import Job, Outcome, SandboxUnavailable
+from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import runner_path
-from elm.sandbox.pool import RunnerDeath, RunnerLost, RunnerPool, RunnerWedged
+from elm.sandbox.pool import PooledSandbox, RunnerDeath, RunnerLost, RunnerPool, RunnerWedged
 from elm.sandbox.protocol import ProtocolError, check_ready
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ STDERR_TAIL_BYTES = 4096
 _FOLDER_PREFIX = "elm-sandbox-"  # then the owner's pid: folders of vanished owners are removed
 
 
-class LocalSandbox:
+class LocalSandbox(PooledSandbox):
     """`Sandbox` over local runner processes (`reuse_processes=False`: one per job)."""
 
     def __init__(self, config: "SandboxConfig", reuse_processes: bool = True) -> None:
@@ -41,25 +41,6 @@ class LocalSandbox:
         if reuse_processes:
             self._pool.warm_up()
 
-    def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
-        return self._pool.run_many(jobs)
-
-    def warm_up(self) -> None:
-        """Start now the runners that replaced ones would otherwise start on first use."""
-        self._pool.warm_up()
-
-    def close(self) -> None:
-        self._pool.close()
-
-    @property
-    def replacements(self) -> int:
-        return self._pool.replacements
-
-    def __enter__(self) -> "LocalSandbox":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 class _ProcessLauncher:

@@ -310,3 +310,29 @@ def _run_in_threads(work: Callable[["_Slot"], None], slots: Sequence["_Slot"]) -
         thread.start()
     for thread in threads:
         thread.join()
+
+
+class PooledSandbox:
+    """The `Sandbox` methods every backend shares: each delegates to its `RunnerPool`."""
+
+    _pool: RunnerPool
+
+    def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
+        return self._pool.run_many(jobs)
+
+    def warm_up(self) -> None:
+        """Start now the runners that replaced ones would otherwise start on first use."""
+        self._pool.warm_up()
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @property
+    def replacements(self) -> int:
+        return self._pool.replacements
+
+    def __enter__(self) -> "PooledSandbox":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
