@@ -9,18 +9,26 @@ one JSON job per line on stdin and answers one JSON line per job on stdout:
   -> {"id", "status", "seconds", "result_json", "stdout", "stdout_bytes",
       "stdout_truncated", "error", "signal", "exit_code", "retire"}  its answer
 
-For each job the files are written into a fresh scratch folder; a forked child makes it
-the working directory and the head of sys.path, applies rlimits, loads the entry file
-and calls its `main()`. The JSON text of the return value travels back on a dedicated
-pipe (fd 3), so whatever the candidate prints cannot corrupt the result or the protocol.
-Prints go to a second pipe, captured up to the output limit. The runner enforces the
-wall-clock timeout, classifies the child's end (ok, error, timeout, memory, killed,
-bad_output), then kills every process the candidate left behind and wipes the scratch
-folder before the next job. `"retire": true` asks the host to replace this runner.
+Two processes share the work. The runner speaks the protocol, writes the job's files into
+a fresh scratch folder, watches the candidate (its output, its result, the wall-clock
+limit), classifies its end and wipes the scratch folder. The spawner, a copy of the warm
+runner made once at start, does nothing but fork: for each job it forks the candidate,
+hands the runner a pidfd for it, reaps it, kills whatever it left behind and reports the
+exit status. Keeping the forks out of the runner matters for speed: after a fork every
+page a process writes is a copy-on-write fault, and the spawner writes few pages per job
+where the runner would write hundreds.
 
-In a container the runner is PID 1, so orphans come back to it and signals sent from
-inside the container cannot kill it; locally it becomes a child subreaper for the same
-reason. Standard library only: the same file serves every sandbox backend.
+The forked child makes the scratch folder its working directory and the head of
+sys.path, applies rlimits, loads the entry file and calls its `main()`. The JSON text of
+the return value travels back on a dedicated pipe (fd 3), so whatever the candidate
+prints cannot corrupt the result or the protocol. Prints go to a second pipe, captured up
+to the output limit. `"retire": true` asks the host to replace this runner.
+
+In a container the runner is PID 1, so signals sent from inside the container cannot kill
+it; locally it becomes a child subreaper. The spawner is a subreaper too, so orphans of a
+candidate come back to it. A candidate can signal the spawner (same user); the runner
+then kills every other process and starts a new spawner, and only that job is lost.
+Standard library only: the same file serves every sandbox backend.
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
+import importlib.machinery
 import json
+import marshal
 import math
 import os
 import platform
@@ -36,10 +46,13 @@ import resource
 import select
 import shutil
 import signal
+import socket
+import struct
 import sys
 import time
 import traceback
 import types
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +73,8 @@ _READ_CHUNK = 65536
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 _IPC_RMID = 0
+_PRECOMPILE_LIMIT_BYTES = 256 * 1024  # larger files are compiled by the child, under its limits
+_FD_CEILING = 65536  # descriptors below this are closed in the spawner and the child
 _SIGNAL_MEANINGS = {
     signal.SIGSEGV: "segmentation fault",
     signal.SIGBUS: "bus error",
@@ -74,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     options = _parse_arguments(argv)
     _quiet_numeric_threads()
     has_numpy = _preload_numpy()
+    _seed_random_generators()
     _protect_runner()
+    sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder), _JOB_MODULES)
     runner = Runner(Path(options.scratch), options.max_user_processes)
     runner.warm_up()
     gc.freeze()  # keeps the warm heap out of the collector: forked children share it untouched
+    runner.start_spawner()
     _send(
         {
             "ready": True,
@@ -100,15 +118,16 @@ class Runner:
         self.scratch = str(scratch)
         os.makedirs(self.scratch, exist_ok=True)
         self.is_namespace_init = os.getpid() == 1
-        self.max_user_processes = max_user_processes
-        self.jobs_served = 0
-        self.workdir = os.path.join(self.scratch, "job")  # the same path every time: see _warm_up
-        self._null = os.open(os.devnull, os.O_RDONLY)
-        self._fd_ceiling = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        self.workdir = os.path.join(self.scratch, "job")  # the same path every time: see warm_up
+        self.spawner: Spawner | None = None
+        self._oom_kills = _oom_kill_count()
         self._hard_limits = {kind: resource.getrlimit(kind)[1] for kind in _LIMITED}
         self._static_limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_MSGQUEUE, 0)]
         if max_user_processes is not None:
             self._static_limits.append((resource.RLIMIT_NPROC, max_user_processes))
+
+    def start_spawner(self) -> None:
+        self.spawner = Spawner(self.is_namespace_init)
 
     def serve(self, line: bytes) -> dict[str, Any]:
         job_id = None
@@ -118,7 +137,6 @@ class Runner:
             job = _JobRequest(request)
         except (ValueError, TypeError, KeyError, AttributeError) as problem:
             return _answer("error", id=job_id, error=f"sandbox: invalid job request: {problem}")
-        self.jobs_served += 1
         try:
             answer = self._run(job)
         except Exception as problem:  # a fault of the runner costs this job and the runner, no more
@@ -133,26 +151,59 @@ class Runner:
         except (OSError, ValueError) as problem:
             retire = not self._wipe_scratch()
             return _answer("error", error=f"sandbox: cannot write job files: {problem}", retire=retire)
-        limits = self._limits(job)  # computed here, before the fork, to keep the child lean
-        pipes = _Pipes(self._null, self._fd_ceiling)
-        oom_kills_before = _oom_kill_count()
+        out_read, out_write = os.pipe()
+        result_read, result_write = os.pipe()
+        order = marshal.dumps((workdir, job.entry, self._limits(job), _precompile(workdir, job.files)))
         started = time.monotonic()
-        pid = os.fork()
-        if pid == 0:
-            _become_candidate(job, workdir, pipes, limits)
-        pipes.close_child_ends()
-        watch = _Watch(pid, pipes.out_read, pipes.result_read, job.output_limit_bytes)
-        watch.follow(started + job.timeout_s)
+        watch = _Watch(out_read, result_read, job.output_limit_bytes)
+        try:
+            watch.pidfd = self._spawner().spawn(order, out_write, result_write)
+        except SpawnerLost:
+            pass  # nothing to watch: the candidate (if any) goes with the spawner below
+        finally:
+            os.close(out_write)
+            os.close(result_write)
+        ending = self._follow(watch, started + job.timeout_s)
         seconds = time.monotonic() - started
-        cleared = self._clear_leftovers()
+        cleared = ending.cleared if ending is not None else self._replace_spawner()
+        if cleared and self.is_namespace_init:
+            _remove_shared_memory_segments()
         watch.drain_and_close()
-        oom_killed = _oom_kill_count() > oom_kills_before
+        oom_killed = self._oom_killed_since_last_job()
         wiped = self._wipe_job_files(workdir, job.files) or self._wipe_scratch()
-        answer = _classify(watch, job, oom_killed)
+        answer = _classify(watch, ending, job, oom_killed)
         # After an out-of-memory kill the container is due for replacement: its page cache
         # was squeezed, and Docker's OOMKilled flag would blame every later death on memory.
         answer.update(seconds=round(seconds, 6), retire=oom_killed or not (cleared and wiped))
         return answer
+
+    def _follow(self, watch: "_Watch", deadline: float) -> "_Ending | None":
+        """Watch the candidate to its end; then the spawner's report, None if it is lost."""
+        if watch.pidfd is None:
+            return None
+        try:
+            watch.follow(deadline)
+            return self._spawner().ending(CLEANUP_SECONDS)
+        except SpawnerLost:
+            return None
+        finally:
+            os.close(watch.pidfd)
+
+    def _spawner(self) -> "Spawner":
+        if self.spawner is None:
+            raise SpawnerLost("no spawner")
+        return self.spawner
+
+    def _replace_spawner(self) -> bool:
+        """The spawner is gone or stuck: kill every other process, reap, start a new one.
+        False if some process would not die (the host then replaces the whole runner)."""
+        if self.spawner is not None:
+            self.spawner.close()
+            self.spawner = None
+        if not _clear_processes(self.is_namespace_init):
+            return False
+        self.start_spawner()
+        return True
 
     def warm_up(self, rounds: int = 20) -> None:
         """Run the child's import path a few times here, before any fork, so that every
@@ -163,16 +214,19 @@ class Runner:
         _write_files(self.workdir, files)
         sys.path.insert(0, self.workdir)
         try:
-            for _ in range(rounds):
-                _call_main(os.path.join(self.workdir, "_elm_warm_up.py"))
+            for round_number in range(rounds):
+                compiled = _precompile(self.workdir, files) if round_number % 2 else {}  # both import paths
+                _JOB_MODULES.compiled = compiled
+                _call_main(self.workdir, "_elm_warm_up.py", compiled)
                 for name in files:
                     sys.modules.pop(name[:-3], None)
         finally:
+            _JOB_MODULES.compiled = {}
             sys.path.remove(self.workdir)
             self._wipe_scratch()
 
     def _limits(self, job: "_JobRequest") -> list[tuple[int, int, int]]:
-        address_space = _address_space_bytes() + job.memory_mb * 1024 * 1024
+        address_space = self._spawner().address_space_bytes + job.memory_mb * 1024 * 1024
         cpu_seconds = math.ceil(job.timeout_s) + 1
         wanted = [
             (resource.RLIMIT_AS, address_space, address_space),
@@ -186,25 +240,10 @@ class Runner:
         hard = self._hard_limits[kind]
         return value if hard == resource.RLIM_INFINITY else min(value, hard)
 
-    def _clear_leftovers(self) -> bool:
-        """Kill and reap every process the candidate left; False if some would not die."""
-        deadline = time.monotonic() + CLEANUP_SECONDS
-        while True:
-            children = _child_pids()
-            if not children:
-                _reap_finished()
-                if self.is_namespace_init:
-                    _remove_shared_memory_segments()
-                return True
-            if self.is_namespace_init:
-                _kill_everything_else()  # one call, so a fork bomb cannot outrun it
-            else:
-                for pid in children:
-                    _kill_quietly(pid)
-            if not _reap_finished():
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(0.0005)
+    def _oom_killed_since_last_job(self) -> bool:
+        count = _oom_kill_count()
+        killed, self._oom_kills = count > self._oom_kills, count
+        return killed
 
     def _wipe_job_files(self, workdir: str, files: dict[str, str]) -> bool:
         """The quick way, when the candidate left nothing else behind."""
@@ -223,28 +262,74 @@ class Runner:
         return ok
 
 
-class _Pipes:
-    """The two pipes of one job: the candidate's output and its result channel."""
+class SpawnerLost(Exception):
+    """The spawner stopped answering: killed or stopped, most likely by a candidate."""
 
-    def __init__(self, null_fd: int, fd_ceiling: int) -> None:
-        self.null_fd = null_fd
-        self.out_read, self.out_write = os.pipe()
-        self.result_read, self.result_write = os.pipe()
-        self.fd_ceiling = max(fd_ceiling, self.out_read, self.out_write, self.result_read, self.result_write)
 
-    def rewire_child(self) -> None:
-        """In the child: stdin from /dev/null, stdout and stderr into the capture pipe,
-        the result channel on fd 3, every other descriptor of the runner closed."""
-        result_copy = os.dup(self.result_write)
-        os.dup2(self.out_write, 1)
-        os.dup2(self.out_write, 2)
-        os.dup2(self.null_fd, 0)
-        os.dup2(result_copy, _RESULT_FD)
-        os.closerange(_RESULT_FD + 1, max(self.fd_ceiling, result_copy) + 1)
+class _Ending:
+    """The spawner's report on a finished candidate."""
 
-    def close_child_ends(self) -> None:
-        os.close(self.out_write)
-        os.close(self.result_write)
+    def __init__(self, wait_status: int, cleared: bool) -> None:
+        self.wait_status = wait_status
+        self.cleared = cleared
+
+
+class Spawner:
+    """The runner's handle on its fork server (see the module docstring).
+
+    They talk over a socket pair. Runner to spawner: an order (the job's parameters for
+    the child, marshalled) with the two write ends of the job's pipes attached. Spawner
+    to runner: the candidate's pid with a pidfd attached, then its wait status and
+    whether its leftovers were cleared; and once, at start, the spawner's address space
+    size (the base of every candidate's RLIMIT_AS)."""
+
+    def __init__(self, is_namespace_init: bool) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.pid = os.fork()
+        if self.pid == 0:
+            ours.close()
+            _serve_as_spawner(theirs, is_namespace_init)  # never returns
+        theirs.close()
+        self._channel = ours
+        (self.address_space_bytes,) = struct.unpack("q", self._receive(8, CLEANUP_SECONDS))
+
+    def spawn(self, order: bytes, out_write: int, result_write: int) -> int:
+        """Have the candidate forked; returns a pidfd for it."""
+        try:
+            self._channel.settimeout(CLEANUP_SECONDS)
+            self._channel.sendmsg([struct.pack("q", len(order))], [_fd_message(out_write, result_write)])
+            self._channel.sendall(order)
+            data, fds, _, _ = socket.recv_fds(self._channel, 8, 1)
+        except OSError as problem:  # socket.timeout included
+            raise SpawnerLost(str(problem)) from None
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise SpawnerLost("no pidfd from the spawner")
+        if len(data) < 8:
+            data += self._receive(8 - len(data), CLEANUP_SECONDS)
+        return fds[0]
+
+    def ending(self, timeout: float) -> _Ending:
+        wait_status, cleared = struct.unpack("ii", self._receive(8, timeout))
+        return _Ending(wait_status, bool(cleared))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _receive(self, size: int, timeout: float) -> bytes:
+        try:
+            self._channel.settimeout(timeout)
+            data = self._channel.recv(size, socket.MSG_WAITALL)
+        except OSError as problem:
+            raise SpawnerLost(str(problem)) from None
+        if len(data) != size:
+            raise SpawnerLost("the spawner is gone")
+        return data
+
+
+def _fd_message(*fds: int) -> tuple[int, int, bytes]:
+    return socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds)
 
 
 class _JobRequest:
@@ -262,10 +347,11 @@ class _JobRequest:
 
 
 class _Watch:
-    """Follows one child: collects its output and result, enforces the deadline."""
+    """Follows one candidate through its pidfd: collects its output and result, and
+    kills it at the deadline. Reaping it is the spawner's job."""
 
-    def __init__(self, pid: int, out_read: int, result_read: int, output_limit: int) -> None:
-        self.pid = pid
+    def __init__(self, out_read: int, result_read: int, output_limit: int) -> None:
+        self.pidfd: int | None = None
         self.out_read = out_read
         self.result_read = result_read
         self.output_limit = output_limit
@@ -274,37 +360,38 @@ class _Watch:
         self.result = bytearray()
         self.result_overflow = False
         self.timed_out = False
-        self.wait_status: int | None = None
 
     def follow(self, deadline: float) -> None:
-        exited = os.pidfd_open(self.pid)  # readable once the child has exited
-        try:
-            self._follow(deadline, exited)
-        finally:
-            os.close(exited)
-
-    def _follow(self, deadline: float, exited: int) -> None:
         poller = select.poll()
-        for fd in (self.out_read, self.result_read, exited):
+        for fd in (self.out_read, self.result_read, self.pidfd):
             poller.register(fd, select.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.timed_out = True
-                _kill_quietly(self.pid)
-                self.wait_status = os.waitpid(self.pid, 0)[1]
+                self._kill_and_await_exit()
                 return
             for fd, _ in poller.poll(math.ceil(remaining * 1000)):
-                if fd == exited:
-                    self.wait_status = os.waitpid(self.pid, 0)[1]
+                if fd == self.pidfd:
                     return
                 if not self._read_from(fd):
                     poller.unregister(fd)
 
+    def _kill_and_await_exit(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        select.select([self.pidfd], [], [], CLEANUP_SECONDS)
+
     def drain_and_close(self) -> None:
         """After every writer is gone: take what is left in the pipes, then close them."""
         for fd in (self.out_read, self.result_read):
-            while self._read_from(fd):
+            os.set_blocking(fd, False)  # a writer the spawner could not kill must not hang us
+            try:
+                while self._read_from(fd):
+                    pass
+            except BlockingIOError:
                 pass
             os.close(fd)
 
@@ -323,8 +410,7 @@ class _Watch:
         return True
 
 
-def _classify(watch: _Watch, job: _JobRequest, oom_killed: bool) -> dict[str, Any]:
-    status_word = watch.wait_status or 0
+def _classify(watch: _Watch, ending: _Ending | None, job: _JobRequest, oom_killed: bool) -> dict[str, Any]:
     stdout = {
         "stdout": watch.stdout.decode("utf-8", "replace"),
         "stdout_bytes": watch.stdout_bytes,
@@ -332,6 +418,10 @@ def _classify(watch: _Watch, job: _JobRequest, oom_killed: bool) -> dict[str, An
     }
     if watch.timed_out:
         return _answer("timeout", error=f"wall-clock limit of {job.timeout_s:g} s exceeded", **stdout)
+    if ending is None and not watch.result.startswith(_TAG_RESULT):
+        error = "the sandbox's process spawner was lost during this candidate (did the candidate signal it?)"
+        return _answer("killed", error=error, **stdout)
+    status_word = ending.wait_status if ending is not None else 0  # lost spawner, but main() returned
     if os.WIFSIGNALED(status_word):
         return _classify_signal(os.WTERMSIG(status_word), job, oom_killed, stdout)
     exit_code = os.WEXITSTATUS(status_word)
@@ -373,24 +463,133 @@ def _answer(status: str, **fields: Any) -> dict[str, Any]:
     return answer
 
 
+# --- the spawner: forks candidates, reaps them, clears their leftovers ---------------------
+
+
+def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
+    """The spawner's whole life (in the forked copy of the runner). Kept to one loop of
+    C-level calls: after each fork every page it writes is a copy-on-write fault again,
+    and in Python 3.11 each Python function it calls writes to its code object's page."""
+    try:
+        _prepare_spawner(channel)
+        fork = _plain_fork()
+        channel.sendall(struct.pack("q", _address_space_bytes()))
+        descriptors_size = socket.CMSG_SPACE(2 * 4)
+        while True:
+            header, descriptors, _, _ = channel.recvmsg(8, descriptors_size)
+            out_write, result_write = _received_descriptors(header, descriptors)
+            order = channel.recv(struct.unpack("q", header)[0], socket.MSG_WAITALL)
+            pid = fork()
+            if pid == 0:
+                _become_candidate(order, out_write, result_write)
+            os.close(out_write)
+            os.close(result_write)
+            pidfd = os.pidfd_open(pid)
+            channel.sendmsg([struct.pack("q", pid)], [_fd_message(pidfd)])
+            os.close(pidfd)
+            wait_status = os.waitpid(pid, 0)[1]
+            cleared = _no_children_left() or _clear_processes(is_namespace_init)
+            channel.sendall(struct.pack("ii", wait_status, cleared))
+    except BaseException:
+        pass  # the runner is gone (end of stream) or this process is beyond repair
+    os._exit(0)
+
+
+def _received_descriptors(header: bytes, descriptors: list[tuple[int, int, bytes]]) -> tuple[int, int]:
+    if len(header) != 8 or len(descriptors) != 1 or len(descriptors[0][2]) != 8:
+        raise EOFError("end of orders")
+    out_write, result_write = struct.unpack("2i", descriptors[0][2])
+    return out_write, result_write
+
+
+def _no_children_left() -> bool:
+    """The common case, in one system call: the candidate left no process behind."""
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return False
+
+
+def _prepare_spawner(channel: socket.socket) -> None:
+    """Detach from the runner's protocol streams; become the reaper of candidates' orphans."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    kept = channel.fileno()
+    os.closerange(3, kept)
+    os.closerange(kept + 1, _FD_CEILING)
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # Done once here rather than in every child: fd 1 is the capture pipe there.
+    sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
+
+
+def _plain_fork() -> Any:
+    """libc's fork(), called with the GIL held, without os.fork()'s Python-level hooks.
+
+    Those hooks (threading's lock reset, random's reseed) run Python code in the child,
+    and in Python 3.11 running code writes to the code objects it runs: about 190
+    copy-on-write faults per candidate, more than the rest of the fork. The spawner is
+    single-threaded, so there is nothing for them to repair; the random state they would
+    reseed is seeded once, on purpose, in the runner (see _seed_random_generators)."""
+    fork = ctypes.PyDLL(None, use_errno=True).fork
+    fork.restype = ctypes.c_int
+    fork.argtypes = []
+
+    def checked_fork() -> int:
+        pid = fork()
+        if pid < 0:
+            raise OSError(ctypes.get_errno(), "fork failed")
+        return pid
+
+    return checked_fork
+
+
+def _clear_processes(is_namespace_init: bool) -> bool:
+    """Kill and reap every child of this process (as a subreaper: every process a
+    candidate left); False if some would not die.
+
+    In a container (the runner is the namespace's init) one kill(-1) reaches every
+    process but the caller and init, so a fork bomb cannot outrun it."""
+    deadline = time.monotonic() + CLEANUP_SECONDS
+    while True:
+        children = _child_pids()
+        if not children:
+            _reap_finished()
+            return True
+        if is_namespace_init:
+            _kill_everything_else()
+        else:
+            for pid in children:
+                _kill_quietly(pid)
+        if not _reap_finished():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+
+
 # --- the child: becomes the candidate, never returns -------------------------------------
 
 
-def _become_candidate(job: _JobRequest, workdir: str, pipes: "_Pipes", limits: list[tuple[int, int, int]]) -> None:
-    """Runs in the forked child. Kept lean: every page the child writes is a copy-on-write
-    fault, and those faults are most of what a warm fork costs."""
+def _become_candidate(order: bytes, out_write: int, result_write: int) -> None:
+    """Runs in the forked child. Kept lean for the same reason as the spawner."""
     try:
+        workdir, entry, limits, compiled = marshal.loads(order)
+        _JOB_MODULES.compiled = compiled
         os.setsid()
-        pipes.rewire_child()
+        result_copy = os.dup(result_write)
+        os.dup2(out_write, 1)
+        os.dup2(out_write, 2)
+        os.dup2(result_copy, _RESULT_FD)  # stdin is already /dev/null (see _prepare_spawner)
+        os.closerange(_RESULT_FD + 1, _FD_CEILING)
         for kind, soft, hard in limits:
             resource.setrlimit(kind, (soft, hard))
         os.chdir(workdir)
         sys.path.insert(0, workdir)
-        sys.argv = [job.entry]
-        sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")  # now fd 1: the capture pipe
+        sys.argv = [entry]
     except BaseException:
         os._exit(_EXIT_NO_RESULT_CHANNEL)
-    message = _call_main(os.path.join(workdir, job.entry))
+    message = _call_main(workdir, entry, compiled)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -403,12 +602,13 @@ def _become_candidate(job: _JobRequest, workdir: str, pipes: "_Pipes", limits: l
     os._exit(0)
 
 
-def _call_main(entry: str) -> bytes:
+def _call_main(workdir: str, entry: str, compiled: dict[str, tuple[str, types.CodeType]]) -> bytes:
+    path = os.path.join(workdir, entry)
     try:
-        module = _load_module(entry)
+        module = _load_entry(path, compiled)
         candidate_main = getattr(module, "main", None)
         if not callable(candidate_main):
-            return _TAG_BAD + f"{os.path.basename(entry)} defines no main() function".encode()
+            return _TAG_BAD + f"{entry} defines no main() function".encode()
         value = candidate_main()
     except MemoryError as problem:
         return _TAG_MEMORY + _describe(problem)
@@ -425,16 +625,66 @@ def _call_main(entry: str) -> bytes:
     return _TAG_RESULT + text.encode("ascii")
 
 
-def _load_module(entry: str) -> Any:
+def _load_entry(path: str, compiled: dict[str, tuple[str, types.CodeType]]) -> Any:
     """The entry file as a module named after it (any file name works)."""
-    name = os.path.splitext(os.path.basename(entry))[0]
+    name = os.path.splitext(os.path.basename(path))[0]
     module = types.ModuleType(name)
-    module.__file__ = entry
+    module.__file__ = path
     sys.modules[name] = module
-    with open(entry, "rb") as source:
-        code = compile(source.read(), entry, "exec")
+    known = compiled.get(name)
+    if known is not None and known[0] == path:
+        code = known[1]
+    else:
+        with open(path, "rb") as source:
+            code = compile(source.read(), path, "exec")
     exec(code, module.__dict__)
     return module
+
+
+def _precompile(workdir: str, files: dict[str, str]) -> dict[str, tuple[str, types.CodeType]]:
+    """Code objects for the job's top-level modules, compiled here in the runner so that
+    the child does not compile them (nor walk the file-system import path) itself.
+
+    What does not compile cleanly (a syntax error, even a warning) or is large is left to
+    the child, which compiles it under its limits and reports it as before."""
+    compiled = {}
+    for name, text in files.items():
+        stem = name[:-3]
+        if not name.endswith(".py") or not stem.isidentifier() or len(text) > _PRECOMPILE_LIMIT_BYTES:
+            continue
+        path = os.path.join(workdir, name)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                compiled[stem] = (path, compile(text.encode("utf-8"), path, "exec", dont_inherit=True))
+        except Exception:  # SyntaxError, ValueError (null bytes), RecursionError, MemoryError, a warning
+            continue
+    return compiled
+
+
+class _JobModuleFinder:
+    """Imports the job's precompiled modules. It sits just before the file-system finder,
+    where the job folder's own files would be found (it is first on sys.path)."""
+
+    def __init__(self) -> None:
+        self.compiled: dict[str, tuple[str, types.CodeType]] = {}
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        known = self.compiled.get(name)
+        if known is None or path is not None:
+            return None
+        spec = importlib.machinery.ModuleSpec(name, self, origin=known[0])
+        spec.has_location = True  # so the module gets its __file__
+        return spec
+
+    def create_module(self, spec: Any) -> None:
+        return None
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        exec(self.compiled[module.__name__][1], module.__dict__)
+
+
+_JOB_MODULES = _JobModuleFinder()
 
 
 def _describe(problem: BaseException) -> bytes:
@@ -500,6 +750,19 @@ def _preload_numpy() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _seed_random_generators() -> None:
+    """Every candidate starts from the same state of Python's and numpy's global random
+    generators, so evaluating a program twice gives the same result."""
+    import random
+
+    random.seed(0)
+    try:
+        import numpy
+    except ImportError:
+        return
+    numpy.random.seed(0)
 
 
 def _protect_runner() -> None:

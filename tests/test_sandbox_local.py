@@ -243,12 +243,36 @@ def open_sandbox_and_close(config: SandboxConfig):
     return box
 
 
+RUNNER_PID = "int(open(f'/proc/{os.getppid()}/stat').read().rsplit(')', 1)[1].split()[1])"  # the spawner's parent
+
+
 def test_a_candidate_that_kills_its_runner_is_reported_and_the_pool_goes_on(sandbox):
     # Locally the runner is no namespace init: a candidate may kill it. The job is retried
     # once on a fresh runner (runners also die for reasons of their own), then reported.
-    source = "import os, signal\ndef main():\n    os.kill(os.getppid(), signal.SIGKILL)\n"
+    source = f"import os, signal\ndef main():\n    os.kill({RUNNER_PID}, signal.SIGKILL)\n"
     outcome = sandbox.run_many([candidate(source)])[0]
     assert outcome.status == "killed" and "died running this candidate, twice" in outcome.error
+    assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 3)] == ["ok"] * 3
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGSTOP"])
+def test_a_candidate_that_signals_its_spawner_costs_the_runner_nothing(sandbox, signal_name):
+    # The spawner (the candidate's parent) is replaced inside the runner; what the
+    # candidate returned still counts, and the next jobs run on the same runner.
+    source = f"import os, signal\ndef main():\n    os.kill(os.getppid(), signal.{signal_name})\n    return 7\n"
+    replacements = sandbox.replacements
+    outcome = sandbox.run_many([candidate(source)])[0]
+    # Usually the spawner has handed the candidate over before the signal lands: then its
+    # result counts. If the signal wins that race, the job is reported as killed.
+    assert (outcome.status, outcome.result) == ("ok", 7) or "spawner was lost" in outcome.error, outcome.error
+    assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 3)] == ["ok"] * 3
+    assert sandbox.replacements == replacements
+
+
+def test_a_candidate_that_kills_its_spawner_and_never_returns_is_killed(sandbox):
+    source = "import os, signal, time\ndef main():\n    os.kill(os.getppid(), signal.SIGKILL)\n    os._exit(0)\n"
+    outcome = sandbox.run_many([candidate(source)])[0]
+    assert outcome.status == "killed" and "spawner was lost" in outcome.error
     assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 3)] == ["ok"] * 3
 
 
@@ -256,7 +280,7 @@ def test_a_wedged_runner_is_replaced_and_its_job_reported(sandbox, monkeypatch):
     from elm.sandbox import pool
 
     monkeypatch.setattr(pool, "ANSWER_GRACE_S", 0.5)
-    source = "import os, signal\ndef main():\n    os.kill(os.getppid(), signal.SIGSTOP)\n    return 1\n"
+    source = f"import os, signal\ndef main():\n    os.kill({RUNNER_PID}, signal.SIGSTOP)\n    return 1\n"
     outcome = sandbox.run_many([candidate(source, timeout_s=0.5)])[0]
     assert outcome.status == "timeout" and "gave no answer" in outcome.error
     assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 3)] == ["ok"] * 3
