@@ -38,6 +38,7 @@ import ctypes
 import gc
 import importlib.machinery
 import json
+import json.encoder
 import marshal
 import math
 import os
@@ -89,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     options = _parse_arguments(argv)
     _quiet_numeric_threads()
     has_numpy = _preload_numpy()
-    _seed_random_generators()
     _protect_runner()
     sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder), _JOB_MODULES)
     runner = Runner(Path(options.scratch), options.max_user_processes)
@@ -520,6 +520,7 @@ def _prepare_spawner(channel: socket.socket) -> None:
     os.closerange(3, kept)
     os.closerange(kept + 1, _FD_CEILING)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _seed_random_generators()  # here: os.fork() just reseeded Python's generator in this process
     # Done once here rather than in every child: fd 1 is the capture pipe there.
     sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
 
@@ -531,7 +532,7 @@ def _plain_fork() -> Any:
     and in Python 3.11 running code writes to the code objects it runs: about 190
     copy-on-write faults per candidate, more than the rest of the fork. The spawner is
     single-threaded, so there is nothing for them to repair; the random state they would
-    reseed is seeded once, on purpose, in the runner (see _seed_random_generators)."""
+    reseed is seeded once, on purpose, when the spawner starts (_seed_random_generators)."""
     fork = ctypes.PyDLL(None, use_errno=True).fork
     fork.restype = ctypes.c_int
     fork.argtypes = []
@@ -615,7 +616,7 @@ def _call_main(workdir: str, entry: str, compiled: dict[str, tuple[str, types.Co
     except BaseException as problem:
         return _TAG_ERROR + _describe(problem)
     try:
-        text = json.dumps(value)
+        text = "".join(_encode_json(value, 0))
     except MemoryError as problem:
         return _TAG_MEMORY + _describe(problem)
     except BaseException as problem:
@@ -623,6 +624,17 @@ def _call_main(workdir: str, entry: str, compiled: dict[str, tuple[str, types.Co
     if len(text) > RESULT_LIMIT_BYTES:
         return _TAG_BAD + f"result of {len(text)} bytes exceeds the limit of {RESULT_LIMIT_BYTES}".encode()
     return _TAG_RESULT + text.encode("ascii")
+
+
+def _refuse_to_encode(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json.dumps(value) with its defaults, minus its Python-level wrappers: in the child every
+# Python function called costs copy-on-write faults (see _plain_fork).
+_encode_json = json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+    {}, _refuse_to_encode, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True
+)
 
 
 def _load_entry(path: str, compiled: dict[str, tuple[str, types.CodeType]]) -> Any:

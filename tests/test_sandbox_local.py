@@ -114,6 +114,50 @@ def test_harness_and_candidate_files_import_each_other(sandbox):
     assert sandbox.run_many([job])[0].result == 9
 
 
+def test_job_modules_import_like_files_of_the_job_folder(sandbox):
+    # The runner compiles the job's modules ahead; what they see must not change: their
+    # __file__, a source-encoding cookie, a package in a subfolder, and a job file named
+    # like a built-in module (which never shadowed it).
+    harness = textwrap.dedent("""
+        import os, time, program, pkg.inner
+        def main():
+            return {"file": program.__file__, "cwd": os.getcwd(), "text": program.TEXT,
+                    "inner": pkg.inner.VALUE, "builtin_time": hasattr(time, "monotonic")}
+    """)
+    files = {
+        "elm_harness.py": harness,
+        "program.py": "# -*- coding: latin-1 -*-\nTEXT = 'caf\u00e9'\n",
+        "pkg/__init__.py": "",
+        "pkg/inner.py": "VALUE = 3\n",
+        "time.py": "raise RuntimeError('shadowed a built-in module')\n",
+    }
+    outcome = sandbox.run_many([Job(files, "elm_harness.py")])[0]
+    assert outcome.status == "ok", outcome.error
+    result = outcome.result
+    assert result["file"] == os.path.join(result["cwd"], "program.py")
+    assert result["text"] == "caf\u00c3\u00a9"  # UTF-8 bytes read as latin-1, as a file import does
+    assert (result["inner"], result["builtin_time"]) == (3, True)
+
+
+def test_a_compile_warning_still_reaches_the_output(sandbox):
+    source = "def main():\n    return 1 is 1\n"
+    outcome = sandbox.run_many([candidate(source)])[0]
+    assert outcome.status == "ok" and outcome.result is True
+    assert "SyntaxWarning" in outcome.stdout
+
+
+def test_every_candidate_starts_from_the_same_random_state(sandbox):
+    source = """
+        import random
+        import numpy as np
+        def main():
+            return [random.random(), float(np.random.rand())]
+    """
+    draws = [outcome.result for outcome in sandbox.run_many([candidate(source)] * 4)]
+    assert all(draw == draws[0] for draw in draws)
+    assert draws[0][0] != draws[0][1]
+
+
 def test_exception_reports_the_last_traceback_lines(sandbox):
     outcome = sandbox.run_many([candidate("def main():\n    return {}['missing']\n")])[0]
     assert outcome.status == "error"
