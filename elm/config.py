@@ -85,6 +85,7 @@ class SandboxConfig:
     output_limit_bytes: int = 65536
     scratch_mb: int = 64
     reconnect_s: float = 30.0  # how long to wait for a restarted Docker daemon
+    transport: str = "auto"  # socket (local daemon), attach (any daemon), auto: see elm/sandbox/docker.py
 
 
 @dataclass
@@ -104,6 +105,7 @@ _CHOICES = {
     "mutation.operator": ("gp", "diff", "null"),
     "mutation.dtype": ("auto", "float32", "bfloat16", "float16"),
     "sandbox.backend": ("docker", "local"),
+    "sandbox.transport": ("auto", "socket", "attach"),
 }
 _POSITIVE = (
     "run.batch_size",

@@ -28,6 +28,7 @@ def test_yaml_and_overrides_are_typed(tmp_path):
         ("run.iterationz=3", "iterationz"),
         ("run.iterations=many", "iterations"),
         ("sandbox.backend=podman", "sandbox.backend"),
+        ("sandbox.transport=pipe", "sandbox.transport"),
         ("mutation.operator=magic", "mutation.operator"),
         ("run.batch_size=0", "run.batch_size"),
         ("archive.bins=[0,3]", "archive.bins"),

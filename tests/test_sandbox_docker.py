@@ -7,10 +7,14 @@ These tests fail (never skip) when Docker or the image is missing: run
 
 from __future__ import annotations
 
+import os
+import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 
 import docker
 import pytest
@@ -18,7 +22,15 @@ import pytest
 from elm.config import SandboxConfig
 from elm.sandbox import SandboxUnavailable
 from elm.sandbox import pool as pool_module
-from elm.sandbox.docker import OWNER_LABEL, DockerSandbox
+from elm.sandbox.docker import (
+    LOCAL_DAEMON_URL,
+    OWNER_LABEL,
+    RUNNER_SOCKET,
+    DockerSandbox,
+    _RunnerSocket,
+    _SocketChannel,
+    choose_transport,
+)
 from tests.conftest import REPO, cli_env
 from tests.test_sandbox_local import (
     COUNT_OTHER_PROCESSES,
@@ -135,6 +147,15 @@ RAISE_OWN_LIMITS = """
     import resource
     def main():
         resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+"""
+CONNECT_TO_THE_HOST = f"""
+    import errno, socket
+    def main():
+        try:
+            socket.socket(socket.AF_UNIX).connect("{RUNNER_SOCKET}")
+        except OSError as problem:
+            return errno.errorcode.get(problem.errno, str(problem.errno))
+        return "connected"
 """
 STOP_ITSELF = """
     import os, signal
@@ -304,6 +325,66 @@ def test_candidate_runs_unprivileged_and_cannot_touch_the_runner(sandbox):
     assert sandbox.replacements == replacements
 
 
+def test_the_protocol_socket_takes_no_connection_from_a_candidate(sandbox):
+    outcome = run_one(sandbox, CONNECT_TO_THE_HOST)
+    assert outcome.status == "ok" and outcome.result == "ECONNREFUSED", (outcome.status, outcome.error)
+
+
+def test_the_attach_transport_serves_hostile_candidates_too():
+    config = SandboxConfig(backend="docker", pool_size=1, timeout_s=2.0, output_limit_bytes=4096, transport="attach")
+    client = docker.from_env()
+    with DockerSandbox(config) as box:
+        (container_id,) = box.container_ids()
+        assert "--connect" not in client.api.inspect_container(container_id)["Args"]
+        jobs = [candidate(ORDINARY), candidate(HUGE_OUTPUT), candidate(SIGKILL_SELF), candidate(INFINITE_LOOP, 1.0)]
+        outcomes = box.run_many(jobs)
+        assert [o.status for o in outcomes] == ["ok", "ok", "killed", "timeout"]
+        assert outcomes[0].result == {"fitness": 1.5, "descriptor": [0.25, 0.75]}
+        assert "output truncated: 52428800 bytes written" in outcomes[1].stdout
+        client.api.kill(container_id)
+        assert run_one(box, ORDINARY).status == "ok" and box.container_ids() != [container_id]
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "wanted, daemon_url, chosen",
+    [
+        ("auto", LOCAL_DAEMON_URL, "socket"),
+        ("auto", "http://10.0.0.7:2375", "attach"),
+        ("auto", "http+docker://ssh", "attach"),
+        ("attach", LOCAL_DAEMON_URL, "attach"),
+        ("socket", "http://10.0.0.7:2375", "socket"),
+    ],
+)
+def test_auto_transport_uses_the_socket_only_for_a_local_daemon(wanted, daemon_url, chosen):
+    client = SimpleNamespace(api=SimpleNamespace(base_url=daemon_url))
+    assert choose_transport(wanted, client) == chosen
+
+
+def test_the_protocol_socket_accepts_only_the_containers_runner():
+    listener = _RunnerSocket()
+    folder = os.path.dirname(listener.path)
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    clients = []
+    try:
+        for runner_pid, accepted in ((os.getpid() + 1, False), (os.getpid(), True)):
+            clients.append(socket.socket(socket.AF_UNIX))
+            clients[-1].connect(listener.path)
+            launcher = SimpleNamespace(runner_pid=lambda container_id, pid=runner_pid: pid)
+            channel = _SocketChannel(launcher, "c0ffee" * 10, socket.socket(), listener)
+            if accepted:
+                assert channel._checked_peer(listener.accept()) is not None
+            else:
+                with pytest.raises(SandboxUnavailable, match="not the runner of container c0ffeec0ffee"):
+                    channel._checked_peer(listener.accept())
+                assert clients[-1].recv(1) == b""  # the impostor was hung up on
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()
+    assert not os.path.exists(folder)
+
+
 def test_containers_are_locked_down(sandbox):
     client = docker.from_env()
     try:
@@ -320,6 +401,9 @@ def test_containers_are_locked_down(sandbox):
             assert "/scratch" in host["Tmpfs"] and f"size={CONFIG.scratch_mb}m" in host["Tmpfs"]["/scratch"]
             assert host["IpcMode"] == "none"
             assert attributes["Config"]["User"] == "10001:10001"
+            # The one thing mounted: the host's socket for the protocol, read-only.
+            mounts = [(m["Type"], m["Destination"], m["RW"]) for m in attributes["Mounts"]]
+            assert mounts == [("bind", RUNNER_SOCKET, False)]
     finally:
         client.close()
 

@@ -3,8 +3,22 @@
 Every container runs `sandbox/runner.py` as PID 1 with no network, a read-only root, a
 small tmpfs at /scratch (the only writable place), memory with swap equal to memory, a
 CPU quota, a pids limit, every capability dropped, no-new-privileges and a non-root
-user. The host talks to the runner over the container's attached stdin/stdout (one JSON
-line each way per job); stderr is kept as a short tail for diagnosing a dead container.
+user.
+
+The host and the runner speak one JSON line each way per job, over one of two transports
+(`sandbox.transport`):
+
+- `socket` (the default where the Docker daemon is local): the host listens on a unix
+  socket in a private folder, bind-mounts it into the container, and the runner connects
+  to it once at start. Jobs then travel straight between the two processes, not through
+  the daemon. The host accepts exactly one connection, from the container's own PID 1
+  (checked by the peer's credentials), then removes the socket, so no candidate can
+  connect to it later.
+- `attach` (the default for a remote daemon, where a host folder cannot be mounted):
+  the container's attached stdin/stdout, relayed by the daemon.
+
+Either way the container's stderr is attached and kept as a short tail for diagnosing a
+dead container.
 
 Containers are labelled with their owner (host and process), so what a crashed run left
 behind is removed the next time a sandbox opens, and nothing else is ever touched.
@@ -14,13 +28,16 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import socket
+import struct
+import tempfile
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import docker
-from docker.types import LogConfig
+from docker.types import LogConfig, Mount
 
 from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import check_image
@@ -31,6 +48,7 @@ from elm.sandbox.pool import (
     RunnerLost,
     RunnerPool,
     RunnerWedged,
+    SEND_TIMEOUT_S,
 )
 from elm.sandbox.protocol import ProtocolError, check_ready
 
@@ -46,6 +64,9 @@ READY_TIMEOUT_S = 60.0
 API_TIMEOUT_S = 60
 LAUNCH_TRIES = 3
 STDERR_TAIL_BYTES = 4096
+STDERR_WAIT_S = 1.0  # for a dead runner's last words
+RUNNER_SOCKET = "/run/elm/runner.sock"  # where the runner finds the host's socket
+LOCAL_DAEMON_URL = "http+docker://localhost"  # the docker SDK's name for a unix-socket daemon
 HOW_TO_START = (
     "start it with `sudo scripts/install_docker.sh` (or `sudo systemctl start docker`), "
     "or choose the local backend explicitly with sandbox.backend=local (no container isolation)"
@@ -80,6 +101,14 @@ class DockerSandbox(PooledSandbox):
 
 
 
+def choose_transport(wanted: str, client: Any) -> str:
+    """`socket` or `attach`: `auto` means socket where the daemon is local (a unix socket:
+    it can bind-mount a folder of this machine) and attach where it is remote."""
+    if wanted != "auto":
+        return wanted
+    return "socket" if client.api.base_url == LOCAL_DAEMON_URL else "attach"
+
+
 def connect() -> Any:
     """A Docker client that has answered a ping; SandboxUnavailable says how to start one."""
     try:
@@ -98,6 +127,7 @@ class _ContainerLauncher:
         self.api = client.api
         self.config = config
         self.owner = owner
+        self.transport = choose_transport(config.transport, client)
 
     def launch(self) -> "_ContainerChannel":
         failure = "no attempt"
@@ -120,6 +150,9 @@ class _ContainerLauncher:
                     failure = channel.death().description  # BackendLost goes up from here
                 finally:
                     channel.close()
+            except BaseException:
+                channel.close()
+                raise
         raise SandboxUnavailable(f"sandbox containers from {self.config.image} do not start their runner: {failure}")
 
     def reachable(self) -> bool:
@@ -156,20 +189,41 @@ class _ContainerLauncher:
             pass
 
     def _start_container(self) -> "_ContainerChannel":
+        if self.transport == "socket":
+            return self._start_socket_container()
+        container_id, attached = self._create_and_start(
+            stdin_open=True,  # with detach=False: StdinOnce, so a vanished host ends the runner
+            streams={"stdin": 1, "stdout": 1, "stderr": 1},
+        )
+        return _AttachedChannel(self, container_id, attached)
+
+    def _start_socket_container(self) -> "_ContainerChannel":
+        listener = _RunnerSocket()
+        try:
+            container_id, attached = self._create_and_start(
+                command=["--connect", RUNNER_SOCKET],
+                mounts=[Mount(RUNNER_SOCKET, listener.path, type="bind", read_only=True)],
+                streams={"stderr": 1},
+            )
+        except BaseException:
+            listener.close()
+            raise
+        return _SocketChannel(self, container_id, attached, listener)
+
+    def _create_and_start(self, streams: dict[str, int], **options: Any) -> tuple[str, Any]:
+        """Create, attach the given streams, start: the container's id and attached socket."""
         try:
             created = self.api.create_container(
                 self.config.image,
                 user=SANDBOX_USER,
-                stdin_open=True,  # with detach=False: StdinOnce, so a vanished host ends the runner
                 network_disabled=True,
                 labels={SANDBOX_LABEL: "runner", OWNER_LABEL: self.owner},
                 stop_timeout=1,
-                host_config=self._host_config(),
+                host_config=self._host_config(options.pop("mounts", None)),
+                **options,
             )
             container_id = created["Id"]
-            attached = self.api.attach_socket(
-                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
-            )
+            attached = self.api.attach_socket(container_id, params={**streams, "stream": 1})
             self.api.start(container_id)
         except docker.errors.APIError as problem:
             if not self.reachable():
@@ -177,9 +231,20 @@ class _ContainerLauncher:
             raise SandboxUnavailable(f"cannot start a sandbox container: {_first_line(problem)}") from None
         except OSError as problem:
             raise BackendLost(str(problem)) from None
-        return _ContainerChannel(self, container_id, attached)
+        return container_id, attached
 
-    def _host_config(self) -> Any:
+    def runner_pid(self, container_id: str) -> int:
+        """The host pid of the container's PID 1 (0 once it has stopped)."""
+        try:
+            return int(self.api.inspect_container(container_id)["State"]["Pid"])
+        except docker.errors.NotFound:
+            return 0
+        except (docker.errors.APIError, OSError) as problem:
+            if not self.reachable():
+                raise BackendLost(str(problem)) from None
+            return 0
+
+    def _host_config(self, mounts: list[Any] | None) -> Any:
         config = self.config
         memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB}m"
         scratch = f"rw,nosuid,nodev,noexec,size={config.scratch_mb}m,uid=10001,gid=10001,mode=0700"
@@ -195,6 +260,7 @@ class _ContainerLauncher:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             log_config=LogConfig(type="none"),
+            mounts=mounts,
         )
 
     def _owned(self) -> list[Any]:
@@ -217,25 +283,35 @@ class _ContainerLauncher:
 
 
 class _ContainerChannel:
-    """The attached stdin/stdout of one runner container (Docker's multiplexed stream)."""
+    """One runner container: lines to and from its runner, its stderr tail, its removal.
+    The subclasses say where the runner's lines come from (`_read_more`)."""
 
     def __init__(self, launcher: _ContainerLauncher, container_id: str, attached: Any) -> None:
         self._launcher = launcher
         self.container_id = container_id
         self._attached = attached  # keeps the HTTP response (and so the socket) alive
-        self._socket: socket.socket = getattr(attached, "_sock", attached)
-        self._frames = bytearray()
+        self._attached_socket: socket.socket = getattr(attached, "_sock", attached)
+        self._frames = bytearray()  # Docker's multiplexed stream, not yet decoded
         self._stdout = bytearray()
         self._stderr_tail = bytearray()
+
+    def _connection(self) -> socket.socket:
+        """The socket that carries the protocol."""
+        raise NotImplementedError
+
+    def _read_more(self, deadline: float) -> None:
+        """Add at least one more chunk of the runner's output to self._stdout."""
+        raise NotImplementedError
 
     def alive(self) -> bool:
         if self._stdout:
             return True  # unread output: not a clean state, but the runner is there
-        readable, _, _ = select.select([self._socket], [], [], 0)
+        connection = self._connection()
+        readable, _, _ = select.select([connection], [], [], 0)
         if not readable:
             return True
         try:
-            return bool(self._socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            return bool(connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
         except BlockingIOError:
             return True
         except OSError:
@@ -243,8 +319,9 @@ class _ContainerChannel:
 
     def send(self, data: bytes, timeout: float) -> None:
         try:
-            self._socket.settimeout(timeout)
-            self._socket.sendall(data)
+            connection = self._connection()
+            connection.settimeout(timeout)
+            connection.sendall(data)
         except socket.timeout:
             raise RunnerWedged("sending the job timed out") from None
         except OSError as problem:
@@ -260,9 +337,10 @@ class _ContainerChannel:
                 return line
             if len(self._stdout) > limit:
                 raise ProtocolError(f"answer longer than {limit} bytes")
-            self._read_frames(deadline)
+            self._read_more(deadline)
 
     def death(self) -> RunnerDeath:
+        self._collect_stderr()
         stderr = self._stderr_tail.decode("utf-8", "replace").strip().splitlines()[-3:]
         try:
             state = self._launcher.api.inspect_container(self.container_id)["State"]
@@ -283,31 +361,16 @@ class _ContainerChannel:
         return RunnerDeath(description, out_of_memory=bool(state.get("OOMKilled")))
 
     def close(self) -> None:
-        try:
-            self._socket.shutdown(socket.SHUT_RDWR)  # close() alone waits for the HTTP layer's refs
-            self._socket.close()
-        except OSError:
-            pass
+        _close_socket(self._attached_socket)
         _remove_quietly(self._launcher.api, self.container_id)
 
-    def _read_frames(self, deadline: float) -> None:
-        """Read from the socket until at least one more frame is decoded."""
-        while True:
-            if self._decode_frames():
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise RunnerWedged("no answer in time")
-            try:
-                self._socket.settimeout(remaining)
-                chunk = self._socket.recv(262144)
-            except socket.timeout:
-                raise RunnerWedged("no answer in time") from None
-            except OSError as problem:
-                raise RunnerLost(str(problem)) from None
-            if not chunk:
-                raise RunnerLost("end of stream")
-            self._frames += chunk
+    def _collect_stderr(self) -> None:
+        """What the dead runner's stream still holds (its last words are on stderr)."""
+
+    def _receive_frames(self, deadline: float) -> None:
+        """Read the attached stream until at least one more frame is decoded."""
+        while not self._decode_frames():
+            self._frames += _receive(self._attached_socket, deadline)
 
     def _decode_frames(self) -> bool:
         decoded = False
@@ -323,6 +386,141 @@ class _ContainerChannel:
                 self._stdout += payload
             decoded = True
         return decoded
+
+
+class _AttachedChannel(_ContainerChannel):
+    """The protocol over the container's attached stdin/stdout, relayed by the daemon."""
+
+    def _connection(self) -> socket.socket:
+        return self._attached_socket
+
+    def _read_more(self, deadline: float) -> None:
+        self._receive_frames(deadline)
+
+
+class _SocketChannel(_ContainerChannel):
+    """The protocol over a unix socket that the runner connected to (see the module
+    docstring); the attached stream carries only the runner's stderr."""
+
+    def __init__(self, launcher: _ContainerLauncher, container_id: str, attached: Any,
+                 listener: "_RunnerSocket") -> None:
+        super().__init__(launcher, container_id, attached)
+        self._listener: _RunnerSocket | None = listener
+        self._socket: socket.socket | None = None
+
+    def _connection(self) -> socket.socket:
+        if self._socket is None:
+            self._accept(time.monotonic() + SEND_TIMEOUT_S)
+        return self._socket  # type: ignore[return-value]
+
+    def _read_more(self, deadline: float) -> None:
+        if self._socket is None:
+            self._accept(deadline)
+        self._stdout += _receive(self._socket, deadline)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        if self._socket is not None:
+            _close_socket(self._socket)
+        if self._listener is not None:
+            self._listener.close()
+        super().close()
+
+    def _collect_stderr(self) -> None:
+        deadline = time.monotonic() + STDERR_WAIT_S
+        try:
+            while True:
+                self._receive_frames(deadline)
+        except (RunnerLost, RunnerWedged):
+            pass
+
+    def _accept(self, deadline: float) -> None:
+        """Take the runner's connection; RunnerLost if the container ends first."""
+        assert self._listener is not None
+        while self._socket is None:
+            readable = _wait_readable([self._listener.socket, self._attached_socket], deadline)
+            if self._attached_socket in readable:
+                self._receive_frames(deadline)  # stderr, or RunnerLost at its end
+            if self._listener.socket in readable:
+                self._socket = self._checked_peer(self._listener.accept())
+        self._listener.close()
+        self._listener = None
+
+    def _checked_peer(self, connection: socket.socket) -> socket.socket:
+        peer_pid = _peer_pid(connection)
+        runner_pid = self._launcher.runner_pid(self.container_id)
+        if peer_pid != runner_pid:
+            _close_socket(connection)
+            raise SandboxUnavailable(
+                f"process {peer_pid}, not the runner of container {self.container_id[:12]} "
+                f"(pid {runner_pid}), connected to its sandbox socket; if the Docker daemon runs "
+                "in another pid namespace, use sandbox.transport=attach"
+            )
+        return connection
+
+
+class _RunnerSocket:
+    """A listening unix socket in a private folder of its own, removed once used."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.mkdtemp(prefix="elm-sandbox-")  # mode 0700: no one else gets in
+        self.path = os.path.join(self._folder, "runner.sock")
+        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.socket.bind(self.path)
+            os.chmod(self.path, 0o666)  # the container's user, whatever its uid, may connect
+            self.socket.listen(1)
+        except OSError:
+            self.close()
+            raise
+
+    def accept(self) -> socket.socket:
+        connection, _ = self.socket.accept()
+        connection.setblocking(True)
+        return connection
+
+    def close(self) -> None:
+        self.socket.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+
+def _peer_pid(connection: socket.socket) -> int:
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[0]
+
+
+def _wait_readable(sockets: list[socket.socket], deadline: float) -> list[socket.socket]:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise RunnerWedged("no answer in time")
+    readable, _, _ = select.select(sockets, [], [], remaining)
+    if not readable:
+        raise RunnerWedged("no answer in time")
+    return readable
+
+
+def _receive(connection: socket.socket, deadline: float) -> bytes:
+    """One chunk; RunnerWedged at the deadline, RunnerLost at the end of the stream."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise RunnerWedged("no answer in time")
+    try:
+        connection.settimeout(remaining)
+        chunk = connection.recv(262144)
+    except socket.timeout:
+        raise RunnerWedged("no answer in time") from None
+    except OSError as problem:
+        raise RunnerLost(str(problem)) from None
+    if not chunk:
+        raise RunnerLost("end of stream")
+    return chunk
+
+
+def _close_socket(connection: socket.socket) -> None:
+    try:
+        connection.shutdown(socket.SHUT_RDWR)  # close() alone waits for the HTTP layer's refs
+    except OSError:
+        pass
+    connection.close()
 
 
 def _remove_quietly(api: Any, container_id: str) -> None:
