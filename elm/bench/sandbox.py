@@ -33,7 +33,7 @@ _BARE_COMMAND = "import json, sys; sys.path.insert(0, '.'); import elm_harness; 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=400, help="through the warm pool, per round")
-    parser.add_argument("--fresh", type=int, default=6, help="through fresh containers, per round")
+    parser.add_argument("--fresh", type=int, default=10, help="through fresh containers, per round")
     parser.add_argument("--subprocesses", type=int, default=40, help="through bare subprocesses, per round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pool-size", type=int, help="default: sandbox.pool_size")
