@@ -14,8 +14,9 @@ Two processes share the work. The runner speaks the protocol, writes the job's f
 a fresh scratch folder, watches the candidate (its output, its result, the wall-clock
 limit), classifies its end and wipes the scratch folder. The spawner, a copy of the warm
 runner made once at start, does nothing but fork: for each job it forks the candidate,
-hands the runner a pidfd for it, reaps it, kills whatever it left behind and reports the
-exit status. Keeping the forks out of the runner matters for speed: after a fork every
+kills it at the wall-clock limit, reaps it, kills whatever it left behind and reports
+the exit status. The runner sleeps until that report or the candidate's output wakes it:
+on a small VM every wake-up costs more than the work it does. Keeping the forks out of the runner matters for speed: after a fork every
 page a process writes is a copy-on-write fault, and the spawner writes few pages per job
 where the runner would write hundreds.
 
@@ -75,6 +76,8 @@ _READ_CHUNK = 65536
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 _IPC_RMID = 0
+_ORDER_HEADER = "qd"  # runner to spawner, before each order: its size, the wall-clock limit (s)
+_ENDING = "iii"  # spawner to runner, after each candidate: wait status, cleared, timed out
 _HUGE_PAGE = 2 * 1024 * 1024
 _MADV_HUGEPAGE = 14
 _MADV_COLLAPSE = 25
@@ -163,13 +166,14 @@ class Runner:
         started = time.monotonic()
         watch = _Watch(out_read, result_read, job.output_limit_bytes)
         try:
-            watch.pidfd = self._spawner().spawn(order, out_write, result_write)
+            self._spawner().spawn(order, job.timeout_s, out_write, result_write)
+            spawned = True
         except SpawnerLost:
-            pass  # nothing to watch: the candidate (if any) goes with the spawner below
+            spawned = False  # nothing to watch: the candidate (if any) goes with the spawner below
         finally:
             os.close(out_write)
             os.close(result_write)
-        ending = self._follow(watch, started + job.timeout_s)
+        ending = self._follow(watch, started + job.timeout_s + CLEANUP_SECONDS) if spawned else None
         seconds = time.monotonic() - started
         cleared = ending.cleared if ending is not None else self._replace_spawner()
         if cleared and self.is_namespace_init:
@@ -184,16 +188,15 @@ class Runner:
         return answer
 
     def _follow(self, watch: "_Watch", deadline: float) -> "_Ending | None":
-        """Watch the candidate to its end; then the spawner's report, None if it is lost."""
-        if watch.pidfd is None:
-            return None
+        """Collect the candidate's output until the spawner reports its end; None if the
+        spawner is lost (it kills candidates at their limit: no report by `deadline`, the
+        limit plus CLEANUP_SECONDS, means it is stopped or stuck)."""
+        spawner = self._spawner()
         try:
-            watch.follow(deadline)
-            return self._spawner().ending(CLEANUP_SECONDS)
+            watch.follow(spawner.fileno(), deadline)
+            return spawner.ending(CLEANUP_SECONDS)  # at once: the report is there, or the end of stream
         except SpawnerLost:
             return None
-        finally:
-            os.close(watch.pidfd)
 
     def _spawner(self) -> "Spawner":
         if self.spawner is None:
@@ -275,19 +278,20 @@ class SpawnerLost(Exception):
 class _Ending:
     """The spawner's report on a finished candidate."""
 
-    def __init__(self, wait_status: int, cleared: bool) -> None:
+    def __init__(self, wait_status: int, cleared: bool, timed_out: bool) -> None:
         self.wait_status = wait_status
         self.cleared = cleared
+        self.timed_out = timed_out
 
 
 class Spawner:
     """The runner's handle on its fork server (see the module docstring).
 
-    They talk over a socket pair. Runner to spawner: an order (the job's parameters for
-    the child, marshalled) with the two write ends of the job's pipes attached. Spawner
-    to runner: the candidate's pid with a pidfd attached, then its wait status and
-    whether its leftovers were cleared; and once, at start, the spawner's address space
-    size (the base of every candidate's RLIMIT_AS)."""
+    They talk over a socket pair. Runner to spawner: an order (its size and the wall-clock
+    limit, then the job's parameters for the child, marshalled) with the two write ends of
+    the job's pipes attached. Spawner to runner: the candidate's wait status, whether its
+    leftovers were cleared and whether it was killed at the limit; and once, at start,
+    the spawner's address space size (the base of every candidate's RLIMIT_AS)."""
 
     def __init__(self, is_namespace_init: bool) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -299,26 +303,23 @@ class Spawner:
         self._channel = ours
         (self.address_space_bytes,) = struct.unpack("q", self._receive(8, CLEANUP_SECONDS))
 
-    def spawn(self, order: bytes, out_write: int, result_write: int) -> int:
-        """Have the candidate forked; returns a pidfd for it."""
+    def spawn(self, order: bytes, timeout_s: float, out_write: int, result_write: int) -> None:
+        """Have the candidate forked, to be killed after `timeout_s`; does not wait."""
         try:
             self._channel.settimeout(CLEANUP_SECONDS)
-            self._channel.sendmsg([struct.pack("q", len(order))], [_fd_message(out_write, result_write)])
+            header = struct.pack(_ORDER_HEADER, len(order), timeout_s)
+            self._channel.sendmsg([header], [_fd_message(out_write, result_write)])
             self._channel.sendall(order)
-            data, fds, _, _ = socket.recv_fds(self._channel, 8, 1)
         except OSError as problem:  # socket.timeout included
             raise SpawnerLost(str(problem)) from None
-        if len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            raise SpawnerLost("no pidfd from the spawner")
-        if len(data) < 8:
-            data += self._receive(8 - len(data), CLEANUP_SECONDS)
-        return fds[0]
+
+    def fileno(self) -> int:
+        """Readable when the spawner reported (or is gone)."""
+        return self._channel.fileno()
 
     def ending(self, timeout: float) -> _Ending:
-        wait_status, cleared = struct.unpack("ii", self._receive(8, timeout))
-        return _Ending(wait_status, bool(cleared))
+        wait_status, cleared, timed_out = struct.unpack(_ENDING, self._receive(struct.calcsize(_ENDING), timeout))
+        return _Ending(wait_status, bool(cleared), bool(timed_out))
 
     def close(self) -> None:
         self._channel.close()
@@ -353,11 +354,9 @@ class _JobRequest:
 
 
 class _Watch:
-    """Follows one candidate through its pidfd: collects its output and result, and
-    kills it at the deadline. Reaping it is the spawner's job."""
+    """Collects one candidate's output and result while the spawner runs it."""
 
     def __init__(self, out_read: int, result_read: int, output_limit: int) -> None:
-        self.pidfd: int | None = None
         self.out_read = out_read
         self.result_read = result_read
         self.output_limit = output_limit
@@ -365,30 +364,22 @@ class _Watch:
         self.stdout_bytes = 0
         self.result = bytearray()
         self.result_overflow = False
-        self.timed_out = False
 
-    def follow(self, deadline: float) -> None:
+    def follow(self, report: int, deadline: float) -> None:
+        """Read the pipes until `report` (the spawner's channel) is readable; SpawnerLost
+        if it is not by `deadline`."""
         poller = select.poll()
-        for fd in (self.out_read, self.result_read, self.pidfd):
+        for fd in (self.out_read, self.result_read, report):
             poller.register(fd, select.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.timed_out = True
-                self._kill_and_await_exit()
-                return
+                raise SpawnerLost("no report from the spawner")
             for fd, _ in poller.poll(math.ceil(remaining * 1000)):
-                if fd == self.pidfd:
+                if fd == report:
                     return
                 if not self._read_from(fd):
                     poller.unregister(fd)
-
-    def _kill_and_await_exit(self) -> None:
-        try:
-            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        select.select([self.pidfd], [], [], CLEANUP_SECONDS)
 
     def drain_and_close(self) -> None:
         """After every writer is gone: take what is left in the pipes, then close them."""
@@ -422,7 +413,7 @@ def _classify(watch: _Watch, ending: _Ending | None, job: _JobRequest, oom_kille
         "stdout_bytes": watch.stdout_bytes,
         "stdout_truncated": watch.stdout_bytes > len(watch.stdout),
     }
-    if watch.timed_out:
+    if ending is not None and ending.timed_out:
         return _answer("timeout", error=f"wall-clock limit of {job.timeout_s:g} s exceeded", **stdout)
     if ending is None and not watch.result.startswith(_TAG_RESULT):
         error = "the sandbox's process spawner was lost during this candidate (did the candidate signal it?)"
@@ -481,28 +472,43 @@ def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
         fork = _plain_fork()
         channel.sendall(struct.pack("q", _address_space_bytes()))
         descriptors_size = socket.CMSG_SPACE(2 * 4)
+        header_size = struct.calcsize(_ORDER_HEADER)
         while True:
-            header, descriptors, _, _ = channel.recvmsg(8, descriptors_size)
+            header, descriptors, _, _ = channel.recvmsg(header_size, descriptors_size)
             out_write, result_write = _received_descriptors(header, descriptors)
-            order = channel.recv(struct.unpack("q", header)[0], socket.MSG_WAITALL)
+            order_size, timeout_s = struct.unpack(_ORDER_HEADER, header)
+            order = channel.recv(order_size, socket.MSG_WAITALL)
             pid = fork()
             if pid == 0:
                 _become_candidate(order, out_write, result_write)
             os.close(out_write)
             os.close(result_write)
-            pidfd = os.pidfd_open(pid)
-            channel.sendmsg([struct.pack("q", pid)], [_fd_message(pidfd)])
-            os.close(pidfd)
+            timed_out = _await_exit(pid, timeout_s)
             wait_status = os.waitpid(pid, 0)[1]
             cleared = _no_children_left() or _clear_processes(is_namespace_init)
-            channel.sendall(struct.pack("ii", wait_status, cleared))
+            channel.sendall(struct.pack(_ENDING, wait_status, cleared, timed_out))
     except BaseException:
         pass  # the runner is gone (end of stream) or this process is beyond repair
     os._exit(0)
 
 
+def _await_exit(pid: int, timeout_s: float) -> bool:
+    """Wait for the candidate to end, killing it at its wall-clock limit; True if killed."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        if select.select([pidfd], [], [], timeout_s)[0]:
+            return False
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return True
+    finally:
+        os.close(pidfd)
+
+
 def _received_descriptors(header: bytes, descriptors: list[tuple[int, int, bytes]]) -> tuple[int, int]:
-    if len(header) != 8 or len(descriptors) != 1 or len(descriptors[0][2]) != 8:
+    if len(header) != struct.calcsize(_ORDER_HEADER) or len(descriptors) != 1 or len(descriptors[0][2]) != 8:
         raise EOFError("end of orders")
     out_write, result_write = struct.unpack("2i", descriptors[0][2])
     return out_write, result_write

@@ -305,12 +305,19 @@ def test_a_candidate_that_signals_its_spawner_costs_the_runner_nothing(sandbox, 
     # candidate returned still counts, and the next jobs run on the same runner.
     source = f"import os, signal\ndef main():\n    os.kill(os.getppid(), signal.{signal_name})\n    return 7\n"
     replacements = sandbox.replacements
-    outcome = sandbox.run_many([candidate(source)])[0]
+    outcome = sandbox.run_many([candidate(source, timeout_s=2.0)])[0]  # a stopped spawner: given up after the limit
     # Usually the spawner has handed the candidate over before the signal lands: then its
     # result counts. If the signal wins that race, the job is reported as killed.
     assert (outcome.status, outcome.result) == ("ok", 7) or "spawner was lost" in outcome.error, outcome.error
     assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 3)] == ["ok"] * 3
     assert sandbox.replacements == replacements
+
+
+def test_a_candidate_that_closes_its_pipes_and_runs_on_times_out(sandbox):
+    source = "import os, time\ndef main():\n    for fd in (1, 2, 3):\n        os.close(fd)\n    time.sleep(60)\n"
+    outcome = sandbox.run_many([candidate(source, timeout_s=1.0)])[0]
+    assert outcome.status == "timeout" and outcome.seconds < 5, (outcome.status, outcome.error)
+    assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 3)] == ["ok"] * 3
 
 
 def test_a_candidate_that_kills_its_spawner_and_never_returns_is_killed(sandbox):
