@@ -98,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     if options.connect:
         _speak_over_socket(options.connect)
     _quiet_numeric_threads()
-    has_numpy = _preload_numpy()
+    has_numpy = not options.cold and _preload_numpy()
     _protect_runner()
     sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder), _JOB_MODULES)
-    runner = Runner(Path(options.scratch), options.max_user_processes)
-    runner.warm_up()
+    runner = Runner(Path(options.scratch), options.max_user_processes, huge_pages=not options.cold)
+    if not options.cold:
+        runner.warm_up()
     gc.freeze()  # keeps the warm heap out of the collector: forked children share it untouched
     runner.start_spawner()
     _send(
@@ -123,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
 class Runner:
     """Serves jobs one at a time from a scratch root that it owns and wipes."""
 
-    def __init__(self, scratch: Path, max_user_processes: int | None) -> None:
+    def __init__(self, scratch: Path, max_user_processes: int | None, huge_pages: bool = True) -> None:
         self.scratch = str(scratch)
+        self.huge_pages = huge_pages
         os.makedirs(self.scratch, exist_ok=True)
         self.is_namespace_init = os.getpid() == 1
         self.workdir = os.path.join(self.scratch, "job")  # the same path every time: see warm_up
@@ -136,7 +138,7 @@ class Runner:
             self._static_limits.append((resource.RLIMIT_NPROC, max_user_processes))
 
     def start_spawner(self) -> None:
-        self.spawner = Spawner(self.is_namespace_init)
+        self.spawner = Spawner(self.is_namespace_init, self.huge_pages)
 
     def serve(self, line: bytes) -> dict[str, Any]:
         job_id = None
@@ -293,12 +295,12 @@ class Spawner:
     leftovers were cleared and whether it was killed at the limit; and once, at start,
     the spawner's address space size (the base of every candidate's RLIMIT_AS)."""
 
-    def __init__(self, is_namespace_init: bool) -> None:
+    def __init__(self, is_namespace_init: bool, huge_pages: bool) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.pid = os.fork()
         if self.pid == 0:
             ours.close()
-            _serve_as_spawner(theirs, is_namespace_init)  # never returns
+            _serve_as_spawner(theirs, is_namespace_init, huge_pages)  # never returns
         theirs.close()
         self._channel = ours
         (self.address_space_bytes,) = struct.unpack("q", self._receive(8, CLEANUP_SECONDS))
@@ -308,8 +310,9 @@ class Spawner:
         try:
             self._channel.settimeout(CLEANUP_SECONDS)
             header = struct.pack(_ORDER_HEADER, len(order), timeout_s)
-            self._channel.sendmsg([header], [_fd_message(out_write, result_write)])
-            self._channel.sendall(order)
+            sent = self._channel.sendmsg([header, order], [_fd_message(out_write, result_write)])
+            if sent < len(header) + len(order):  # one call, one wake-up of the spawner, mostly
+                self._channel.sendall((header + order)[sent:])
         except OSError as problem:  # socket.timeout included
             raise SpawnerLost(str(problem)) from None
 
@@ -463,12 +466,14 @@ def _answer(status: str, **fields: Any) -> dict[str, Any]:
 # --- the spawner: forks candidates, reaps them, clears their leftovers ---------------------
 
 
-def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
+def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool, huge_pages: bool) -> None:
     """The spawner's whole life (in the forked copy of the runner). Kept to one loop of
     C-level calls: after each fork every page it writes is a copy-on-write fault again,
     and in Python 3.11 each Python function it calls writes to its code object's page."""
     try:
         _prepare_spawner(channel)
+        if huge_pages:
+            _back_heap_with_huge_pages()
         fork = _plain_fork()
         channel.sendall(struct.pack("q", _address_space_bytes()))
         descriptors_size = socket.CMSG_SPACE(2 * 4)
@@ -533,7 +538,6 @@ def _prepare_spawner(channel: socket.socket) -> None:
     os.closerange(kept + 1, _FD_CEILING)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     _seed_random_generators()  # here: os.fork() just reseeded Python's generator in this process
-    _back_heap_with_huge_pages()
     # Done once here rather than in every child: fd 1 is the capture pipe there.
     sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
 
@@ -785,6 +789,11 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scratch", default="/scratch", help="folder for job files (wiped between jobs)")
     parser.add_argument("--connect", help="unix socket to speak the protocol over, instead of stdin/stdout")
     parser.add_argument(
+        "--cold", action="store_true",
+        help="for a runner that serves one job: skip what pays off only over many (numpy preloaded, "
+             "the import path warmed up, the heap in huge pages)",
+    )
+    parser.add_argument(
         "--max-user-processes", type=int, default=None,
         help="RLIMIT_NPROC for candidates (local backend; in containers the pids cgroup limits them)",
     )
@@ -817,15 +826,14 @@ def _preload_numpy() -> bool:
 
 def _seed_random_generators() -> None:
     """Every candidate starts from the same state of Python's and numpy's global random
-    generators, so evaluating a program twice gives the same result."""
+    generators, so evaluating a program twice gives the same result. (A --cold runner
+    has not loaded numpy: a candidate that imports it there gets numpy's own seeding.)"""
     import random
 
     random.seed(0)
-    try:
-        import numpy
-    except ImportError:
-        return
-    numpy.random.seed(0)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(0)
 
 
 def _protect_runner() -> None:

@@ -167,6 +167,11 @@ NUMPY_WORK = """
     def main():
         return float(np.linalg.norm(np.arange(12.0).reshape(3, 4)))
 """
+NUMPY_PRELOADED = """
+    import sys
+    def main():
+        return "numpy" in sys.modules
+"""
 # Hostile candidates, their wall-clock limit (short where the point is to hit it, generous
 # where a busy machine must not turn a slow candidate into a timeout), expected statuses.
 HOSTILE = [
@@ -208,6 +213,7 @@ def test_ordinary_candidates_keep_their_order_and_output(sandbox):
 def test_numpy_is_there(sandbox):
     outcome = run_one(sandbox, NUMPY_WORK)
     assert outcome.status == "ok" and outcome.result == pytest.approx(22.494443758403985)
+    assert run_one(sandbox, NUMPY_PRELOADED).result is True  # the warm pool loaded it once, for all
 
 
 def test_infinite_loop_times_out(sandbox):
@@ -477,6 +483,21 @@ def test_after_every_hostile_candidate_the_pool_serves_at_its_normal_rate(sandbo
     # The same runners serve, none replaced, and the rate is that of before within a wide
     # margin (a ratio within one test, tolerant of a busy shared machine).
     assert after_seconds < 5 * before_seconds + 0.5, (before_seconds, after_seconds)
+
+
+def test_one_container_per_job_runs_a_cold_runner_and_removes_each_container():
+    client = docker.from_env()
+    seen: list[str] = []
+    with DockerSandbox(SandboxConfig(backend="docker", pool_size=1), reuse_containers=False) as box:
+        assert box.container_ids() == []  # nothing started ahead of the jobs
+        outcomes = [box.run_many([candidate(source)])[0] for source in (NUMPY_PRELOADED, NUMPY_WORK)]
+        assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
+        assert outcomes[0].result is False  # a cold runner: numpy is imported by the candidate that needs it
+        assert box.container_ids() == []
+        owned = client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={box.owner}"})
+        seen = [container.id for container in owned]
+    assert seen == []
+    client.close()
 
 
 def test_close_removes_every_container_of_the_sandbox():

@@ -89,7 +89,7 @@ class DockerSandbox(PooledSandbox):
             client.close()
             raise
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._launcher = _ContainerLauncher(client, config, self.owner)
+        self._launcher = _ContainerLauncher(client, config, self.owner, cold=not reuse_containers)
         self._launcher.remove_abandoned()
         self._pool = RunnerPool(self._launcher, config, reconnect_s, reuse_runners=reuse_containers)
         if reuse_containers:
@@ -122,8 +122,9 @@ def connect() -> Any:
 class _ContainerLauncher:
     """Creates, attaches and starts locked-down runner containers."""
 
-    def __init__(self, client: Any, config: "SandboxConfig", owner: str) -> None:
+    def __init__(self, client: Any, config: "SandboxConfig", owner: str, cold: bool = False) -> None:
         self.client = client
+        self.runner_options = ["--cold"] if cold else []  # one job per container: nothing to warm
         self.api = client.api
         self.config = config
         self.owner = owner
@@ -192,6 +193,7 @@ class _ContainerLauncher:
         if self.transport == "socket":
             return self._start_socket_container()
         container_id, attached = self._create_and_start(
+            command=self.runner_options or None,
             stdin_open=True,  # with detach=False: StdinOnce, so a vanished host ends the runner
             streams={"stdin": 1, "stdout": 1, "stderr": 1},
         )
@@ -201,7 +203,7 @@ class _ContainerLauncher:
         listener = _RunnerSocket()
         try:
             container_id, attached = self._create_and_start(
-                command=["--connect", RUNNER_SOCKET],
+                command=["--connect", RUNNER_SOCKET, *self.runner_options],
                 mounts=[Mount(RUNNER_SOCKET, listener.path, type="bind", read_only=True)],
                 streams={"stderr": 1},
             )
