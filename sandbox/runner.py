@@ -709,13 +709,31 @@ def _precompile(workdir: str, files: dict[str, str]) -> dict[str, tuple[str, typ
         if not name.endswith(".py") or not stem.isidentifier() or len(text) > _PRECOMPILE_LIMIT_BYTES:
             continue
         path = os.path.join(workdir, name)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                compiled[stem] = (path, compile(text.encode("utf-8"), path, "exec", dont_inherit=True))
-        except Exception:  # SyntaxError, ValueError (null bytes), RecursionError, MemoryError, a warning
-            continue
+        code = _COMPILED.get((path, text), _NOT_COMPILED)
+        if code is _NOT_COMPILED:
+            code = _compile_cleanly(path, text)
+            _COMPILED[(path, text)] = code
+            if len(_COMPILED) > _COMPILED_LIMIT:
+                del _COMPILED[next(iter(_COMPILED))]  # the oldest
+        if code is not None:
+            compiled[stem] = (path, code)
     return compiled
+
+
+# Code objects by (path, source text): a file that comes with every job (an environment's
+# harness) is compiled once. Code objects are immutable; each child executes its own copy.
+_COMPILED: dict[tuple[str, str], types.CodeType | None] = {}
+_COMPILED_LIMIT = 64
+_NOT_COMPILED = object()
+
+
+def _compile_cleanly(path: str, text: str) -> types.CodeType | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return compile(text.encode("utf-8"), path, "exec", dont_inherit=True)
+    except Exception:  # SyntaxError, ValueError (null bytes), RecursionError, MemoryError, a warning
+        return None
 
 
 class _JobModuleFinder:
@@ -854,14 +872,18 @@ def _protect_runner() -> None:
 def _write_files(workdir: str, files: dict[str, str]) -> None:
     os.mkdir(workdir)
     for name, text in files.items():
-        relative = Path(name)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts or "\0" in name:
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if name.startswith("/") or ".." in parts or not parts or "\0" in name:
             raise ValueError(f"unsafe file name {name!r}")
-        target = os.path.join(workdir, name)
-        if len(relative.parts) > 1:
+        target = os.path.join(workdir, *parts)
+        if len(parts) > 1:
             os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        data = text.encode("utf-8")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            _write_all(fd, data)
+        finally:
+            os.close(fd)
 
 
 def _remove_tree(path: str) -> bool:

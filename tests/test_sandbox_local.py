@@ -114,6 +114,13 @@ def test_harness_and_candidate_files_import_each_other(sandbox):
     assert sandbox.run_many([job])[0].result == 9
 
 
+def test_a_harness_shared_by_every_job_runs_each_jobs_own_program(sandbox):
+    harness = "import program\nCALLS = []\n\ndef main():\n    CALLS.append(1)\n    return [program.solve(3), len(CALLS)]\n"
+    programs = ["def solve(n):\n    return n * n\n", "def solve(n):\n    return n + n\n", "def solve(n):\n    return -n\n"]
+    jobs = [Job({"elm_harness.py": harness, "program.py": program}, "elm_harness.py") for program in programs * 2]
+    assert [outcome.result for outcome in sandbox.run_many(jobs)] == [[9, 1], [6, 1], [-3, 1]] * 2
+
+
 def test_job_modules_import_like_files_of_the_job_folder(sandbox):
     # The runner compiles the job's modules ahead; what they see must not change: their
     # __file__, a source-encoding cookie, a package in a subfolder, and a job file named

@@ -1,9 +1,10 @@
 """Candidates per second through the warm container pool, through a fresh container per
 candidate, and through a bare local subprocess per candidate (no sandbox at all).
 
-All three run the same trivial candidate (a harness file that imports the program and
-returns its main()), with the same number of candidates in flight (the pool size), in
-interleaved rounds so that a busy machine slows them alike. The figures are the rates and
+All three run trivial candidates (a harness file that imports the program and returns
+its main()), with the same number of candidates in flight (the pool size), in
+interleaved rounds so that a busy machine slows them alike. As in a real run, the
+harness is the same for every candidate and each program's text is its own. The figures are the rates and
 the ratios pool/fresh-container and pool/subprocess.
 """
 
@@ -44,16 +45,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from elm.sandbox.docker import DockerSandbox
 
     config = _config(args)
-    job = Job(_FILES, "elm_harness.py", timeout_s=config.timeout_s, memory_mb=config.memory_mb)
+    job = _job(0, config)
     seconds = {"pool": 0.0, "fresh": 0.0, "subprocess": 0.0}
     pool = DockerSandbox(config)
     fresh = DockerSandbox(config, reuse_containers=False)
     try:
-        _check(pool.run_many([job] * config.pool_size * 4), "pool warm-up")
+        _check(pool.run_many(_jobs(config.pool_size * 4, config)), "pool warm-up")
         _bare_subprocesses(job, 2, 1)
         for _ in range(args.rounds):
-            seconds["pool"] += _timed(lambda: _check(pool.run_many([job] * args.candidates), "pool"))
-            seconds["fresh"] += _timed(lambda: _check(fresh.run_many([job] * args.fresh), "fresh container"))
+            jobs = _jobs(args.candidates, config)
+            seconds["pool"] += _timed(lambda: _check(pool.run_many(jobs), "pool"))
+            jobs = _jobs(args.fresh, config)
+            seconds["fresh"] += _timed(lambda: _check(fresh.run_many(jobs), "fresh container"))
             seconds["subprocess"] += _timed(lambda: _bare_subprocesses(job, args.subprocesses, config.pool_size))
     finally:
         pool.close()
@@ -96,6 +99,15 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive")
     return config
+
+
+def _job(number: int, config: SandboxConfig) -> Job:
+    files = {**_FILES, "program.py": f"{_PROGRAM}\n# candidate {number}\n"}
+    return Job(files, "elm_harness.py", timeout_s=config.timeout_s, memory_mb=config.memory_mb)
+
+
+def _jobs(count: int, config: SandboxConfig) -> list[Job]:
+    return [_job(number, config) for number in range(count)]
 
 
 def _timed(work: Any) -> float:
