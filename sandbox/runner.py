@@ -16,7 +16,12 @@ limit), classifies its end and wipes the scratch folder. The spawner, a copy of 
 runner made once at start, does nothing but fork: for each job it forks the candidate,
 kills it at the wall-clock limit, reaps it, kills whatever it left behind and reports
 the exit status. The runner sleeps until that report or the candidate's output wakes it:
-on a small VM every wake-up costs more than the work it does. Keeping the forks out of the runner matters for speed: after a fork every
+on a small VM every wake-up costs more than the work it does.
+
+A candidate whose main() returned closes its pipes before it exits. The runner then
+answers at once and settles the job afterwards, while the host reads the answer: the
+spawner's report, the leftovers, the files. A runner that cannot settle a job (a process
+that will not die, files it cannot remove) ends itself; the host starts a new one. Keeping the forks out of the runner matters for speed: after a fork every
 page a process writes is a copy-on-write fault, and the spawner writes few pages per job
 where the runner would write hundreds.
 
@@ -118,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in sys.stdin.buffer:
         if line.strip():
             _send(runner.serve(line))
+            if not runner.settle():
+                return 0  # it could not clean up after a candidate: the host starts a new runner
     return 0
 
 
@@ -131,6 +138,7 @@ class Runner:
         self.is_namespace_init = os.getpid() == 1
         self.workdir = os.path.join(self.scratch, "job")  # the same path every time: see warm_up
         self.spawner: Spawner | None = None
+        self._unsettled: tuple[_JobRequest, _Watch, float] | None = None  # answered, not cleaned up
         self._oom_kills = _oom_kill_count()
         self._hard_limits = {kind: resource.getrlimit(kind)[1] for kind in _LIMITED}
         self._static_limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_MSGQUEUE, 0)]
@@ -175,30 +183,66 @@ class Runner:
         finally:
             os.close(out_write)
             os.close(result_write)
-        ending = self._follow(watch, started + job.timeout_s + CLEANUP_SECONDS) if spawned else None
+        deadline = started + job.timeout_s + CLEANUP_SECONDS
+        if spawned and self._follow_until_returned(watch, deadline):
+            # main() returned and the candidate closed its pipes: it is done. Answer now;
+            # the spawner's report and the cleaning up follow in settle(), while the
+            # host reads this answer.
+            self._unsettled = (job, watch, deadline)
+            oom_killed = self._oom_killed_since_last_job()
+            answer = _answer("ok", result_json=watch.result[1:].decode("utf-8", "replace"), **watch.output())
+            answer.update(seconds=round(time.monotonic() - started, 6), retire=oom_killed)
+            return answer
+        ending = self._await_report(deadline) if spawned else None
         seconds = time.monotonic() - started
-        cleared = ending.cleared if ending is not None else self._replace_spawner()
-        if cleared and self.is_namespace_init:
-            _remove_shared_memory_segments()
-        watch.drain_and_close()
+        cleared, wiped = self._clean_up(job, watch, ending)
         oom_killed = self._oom_killed_since_last_job()
-        wiped = self._wipe_job_files(workdir, job.files) or self._wipe_scratch()
         answer = _classify(watch, ending, job, oom_killed)
         # After an out-of-memory kill the container is due for replacement: its page cache
         # was squeezed, and Docker's OOMKilled flag would blame every later death on memory.
         answer.update(seconds=round(seconds, 6), retire=oom_killed or not (cleared and wiped))
         return answer
 
-    def _follow(self, watch: "_Watch", deadline: float) -> "_Ending | None":
-        """Collect the candidate's output until the spawner reports its end; None if the
-        spawner is lost (it kills candidates at their limit: no report by `deadline`, the
-        limit plus CLEANUP_SECONDS, means it is stopped or stuck)."""
-        spawner = self._spawner()
+    def settle(self) -> bool:
+        """Clean up after a job answered early; False if that failed (the runner must go)."""
+        if self._unsettled is None:
+            return True
+        job, watch, deadline = self._unsettled
+        self._unsettled = None
         try:
-            watch.follow(spawner.fileno(), deadline)
+            cleared, wiped = self._clean_up(job, watch, self._await_report(deadline))
+        except Exception:
+            return False
+        return cleared and wiped
+
+    def _follow_until_returned(self, watch: "_Watch", deadline: float) -> bool:
+        """Collect the candidate's output until it returned from main() and closed its
+        pipes (True) or the spawner reported its end (False); False too if the spawner is
+        lost (it kills candidates at their limit: no report by `deadline`, the limit plus
+        CLEANUP_SECONDS, means it is stopped or stuck)."""
+        try:
+            return watch.follow(self._spawner().fileno(), deadline)
+        except SpawnerLost:
+            return False
+
+    def _await_report(self, deadline: float) -> "_Ending | None":
+        """The spawner's report on the candidate; None if the spawner is lost."""
+        try:
+            spawner = self._spawner()
+            if not select.select([spawner.fileno()], [], [], max(deadline - time.monotonic(), 0.0))[0]:
+                raise SpawnerLost("no report from the spawner")
             return spawner.ending(CLEANUP_SECONDS)  # at once: the report is there, or the end of stream
         except SpawnerLost:
             return None
+
+    def _clean_up(self, job: "_JobRequest", watch: "_Watch", ending: "_Ending | None") -> tuple[bool, bool]:
+        """Leftover processes, shared memory, pipes, files: (processes cleared, files wiped)."""
+        cleared = ending.cleared if ending is not None else self._replace_spawner()
+        if cleared and self.is_namespace_init:
+            _remove_shared_memory_segments()
+        watch.drain_and_close()
+        wiped = self._wipe_job_files(self.workdir, job.files) or self._wipe_scratch()
+        return cleared, wiped
 
     def _spawner(self) -> "Spawner":
         if self.spawner is None:
@@ -368,11 +412,13 @@ class _Watch:
         self.result = bytearray()
         self.result_overflow = False
 
-    def follow(self, report: int, deadline: float) -> None:
-        """Read the pipes until `report` (the spawner's channel) is readable; SpawnerLost
-        if it is not by `deadline`."""
+    def follow(self, report: int, deadline: float) -> bool:
+        """Read the pipes until the candidate returned a result and closed both (True) or
+        `report`, the spawner's channel, is readable (False); SpawnerLost if neither
+        happens by `deadline`."""
         poller = select.poll()
-        for fd in (self.out_read, self.result_read, report):
+        open_pipes = {self.out_read, self.result_read}
+        for fd in (*open_pipes, report):
             poller.register(fd, select.POLLIN)
         while True:
             remaining = deadline - time.monotonic()
@@ -380,9 +426,23 @@ class _Watch:
                 raise SpawnerLost("no report from the spawner")
             for fd, _ in poller.poll(math.ceil(remaining * 1000)):
                 if fd == report:
-                    return
+                    return False
                 if not self._read_from(fd):
                     poller.unregister(fd)
+                    open_pipes.discard(fd)
+                    if not open_pipes and self.returned():
+                        return True
+
+    def returned(self) -> bool:
+        """The whole result of a main() that returned is in."""
+        return self.result.startswith(_TAG_RESULT) and not self.result_overflow
+
+    def output(self) -> dict[str, Any]:
+        return {
+            "stdout": self.stdout.decode("utf-8", "replace"),
+            "stdout_bytes": self.stdout_bytes,
+            "stdout_truncated": self.stdout_bytes > len(self.stdout),
+        }
 
     def drain_and_close(self) -> None:
         """After every writer is gone: take what is left in the pipes, then close them."""
@@ -411,11 +471,7 @@ class _Watch:
 
 
 def _classify(watch: _Watch, ending: _Ending | None, job: _JobRequest, oom_killed: bool) -> dict[str, Any]:
-    stdout = {
-        "stdout": watch.stdout.decode("utf-8", "replace"),
-        "stdout_bytes": watch.stdout_bytes,
-        "stdout_truncated": watch.stdout_bytes > len(watch.stdout),
-    }
+    stdout = watch.output()
     if ending is not None and ending.timed_out:
         return _answer("timeout", error=f"wall-clock limit of {job.timeout_s:g} s exceeded", **stdout)
     if ending is None and not watch.result.startswith(_TAG_RESULT):
@@ -642,6 +698,7 @@ def _become_candidate(order: bytes, out_write: int, result_write: int) -> None:
             pass
     try:
         _write_all(_RESULT_FD, message)
+        os.closerange(1, _RESULT_FD + 1)  # done: the runner may answer before this process is gone
     except BaseException:
         os._exit(_EXIT_NO_RESULT_CHANNEL)
     os._exit(0)

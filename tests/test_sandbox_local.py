@@ -320,6 +320,21 @@ def test_a_candidate_that_signals_its_spawner_costs_the_runner_nothing(sandbox, 
     assert sandbox.replacements == replacements
 
 
+def test_a_runner_that_cannot_clean_up_after_an_answered_candidate_is_replaced():
+    # main() returned, so the answer comes before the cleaning up; the folders are nested
+    # too deep to remove, so the runner then ends itself and the next job gets a new one.
+    nest = "import os\ndef main():\n    for _ in range(3000):\n        os.mkdir('d')\n        os.chdir('d')\n    return 'deep'\n"
+    look = "import os\ndef main():\n    return os.listdir('..')\n"
+    box = LocalSandbox(SandboxConfig(backend="local", pool_size=1))
+    try:
+        assert box.run_many([candidate(nest)])[0].result == "deep"
+        assert [o.result for o in box.run_many([candidate(look)] * 3)] == [["job"]] * 3
+        assert box.replacements == 1
+    finally:
+        box.close()  # the runner's folders too, though nested deeper than shutil can walk
+    assert not box._launcher.folder.exists()
+
+
 def test_a_candidate_that_closes_its_pipes_and_runs_on_times_out(sandbox):
     source = "import os, time\ndef main():\n    for fd in (1, 2, 3):\n        os.close(fd)\n    time.sleep(60)\n"
     outcome = sandbox.run_many([candidate(source, timeout_s=1.0)])[0]

@@ -82,7 +82,7 @@ class _ProcessLauncher:
         pass
 
     def close(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        _remove_folder(self.folder)
 
 
 class _ProcessChannel:
@@ -149,7 +149,7 @@ class _ProcessChannel:
                 stream.close()  # type: ignore[union-attr]
             except OSError:
                 pass
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        _remove_folder(self.scratch)
         self.stderr_path.unlink(missing_ok=True)
 
 
@@ -190,4 +190,18 @@ def _remove_abandoned_folders() -> None:
     for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
         pid = folder.name[len(_FOLDER_PREFIX):].partition("-")[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
+            _remove_folder(folder)
+
+
+def _remove_folder(path: Path) -> None:
+    """Remove a scratch folder, also one a candidate nested deeper than shutil can walk
+    or locked (chmod 0): coreutils' chmod and rm walk any depth."""
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except (OSError, RecursionError):
+        pass
+    for command in (["chmod", "-R", "u+rwx", "--", str(path)], ["rm", "-rf", "--", str(path)]):
+        subprocess.run(command, capture_output=True, check=False)
