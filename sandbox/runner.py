@@ -103,12 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     if options.connect:
         _speak_over_socket(options.connect)
     _quiet_numeric_threads()
-    has_numpy = not options.cold and _preload_numpy()
+    has_numpy = _preload_numpy()
     _protect_runner()
     sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder), _JOB_MODULES)
-    runner = Runner(Path(options.scratch), options.max_user_processes, huge_pages=not options.cold)
-    if not options.cold:
-        runner.warm_up()
+    runner = Runner(Path(options.scratch), options.max_user_processes)
+    runner.warm_up()
     gc.freeze()  # keeps the warm heap out of the collector: forked children share it untouched
     runner.start_spawner()
     _send(
@@ -131,9 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 class Runner:
     """Serves jobs one at a time from a scratch root that it owns and wipes."""
 
-    def __init__(self, scratch: Path, max_user_processes: int | None, huge_pages: bool = True) -> None:
+    def __init__(self, scratch: Path, max_user_processes: int | None) -> None:
         self.scratch = str(scratch)
-        self.huge_pages = huge_pages
         os.makedirs(self.scratch, exist_ok=True)
         self.is_namespace_init = os.getpid() == 1
         self.workdir = os.path.join(self.scratch, "job")  # the same path every time: see warm_up
@@ -146,7 +144,7 @@ class Runner:
             self._static_limits.append((resource.RLIMIT_NPROC, max_user_processes))
 
     def start_spawner(self) -> None:
-        self.spawner = Spawner(self.is_namespace_init, self.huge_pages)
+        self.spawner = Spawner(self.is_namespace_init)
 
     def serve(self, line: bytes) -> dict[str, Any]:
         job_id = None
@@ -339,12 +337,12 @@ class Spawner:
     leftovers were cleared and whether it was killed at the limit; and once, at start,
     the spawner's address space size (the base of every candidate's RLIMIT_AS)."""
 
-    def __init__(self, is_namespace_init: bool, huge_pages: bool) -> None:
+    def __init__(self, is_namespace_init: bool) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.pid = os.fork()
         if self.pid == 0:
             ours.close()
-            _serve_as_spawner(theirs, is_namespace_init, huge_pages)  # never returns
+            _serve_as_spawner(theirs, is_namespace_init)  # never returns
         theirs.close()
         self._channel = ours
         (self.address_space_bytes,) = struct.unpack("q", self._receive(8, CLEANUP_SECONDS))
@@ -522,14 +520,13 @@ def _answer(status: str, **fields: Any) -> dict[str, Any]:
 # --- the spawner: forks candidates, reaps them, clears their leftovers ---------------------
 
 
-def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool, huge_pages: bool) -> None:
+def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
     """The spawner's whole life (in the forked copy of the runner). Kept to one loop of
     C-level calls: after each fork every page it writes is a copy-on-write fault again,
     and in Python 3.11 each Python function it calls writes to its code object's page."""
     try:
         _prepare_spawner(channel)
-        if huge_pages:
-            _back_heap_with_huge_pages()
+        _back_heap_with_huge_pages()
         fork = _plain_fork()
         channel.sendall(struct.pack("q", _address_space_bytes()))
         descriptors_size = socket.CMSG_SPACE(2 * 4)
@@ -864,11 +861,6 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--scratch", default="/scratch", help="folder for job files (wiped between jobs)")
     parser.add_argument("--connect", help="unix socket to speak the protocol over, instead of stdin/stdout")
     parser.add_argument(
-        "--cold", action="store_true",
-        help="for a runner that serves one job: skip what pays off only over many (numpy preloaded, "
-             "the import path warmed up, the heap in huge pages)",
-    )
-    parser.add_argument(
         "--max-user-processes", type=int, default=None,
         help="RLIMIT_NPROC for candidates (local backend; in containers the pids cgroup limits them)",
     )
@@ -901,8 +893,7 @@ def _preload_numpy() -> bool:
 
 def _seed_random_generators() -> None:
     """Every candidate starts from the same state of Python's and numpy's global random
-    generators, so evaluating a program twice gives the same result. (A --cold runner
-    has not loaded numpy: a candidate that imports it there gets numpy's own seeding.)"""
+    generators, so evaluating a program twice gives the same result."""
     import random
 
     random.seed(0)

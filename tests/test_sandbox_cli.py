@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import docker
 import pytest
 
 from tests.conftest import REPO, TOY_CONFIG, cli_env, run_elm
@@ -112,3 +113,8 @@ def test_bench_reports_three_rates_and_two_ratios():
         assert figures[key] > 0
     assert figures["pool_vs_fresh_container"] == pytest.approx(
         figures["pool_per_s"] / figures["fresh_container_per_s"], rel=0.05)
+    client = docker.from_env()
+    try:  # the fresh containers, one per candidate, are gone with their candidates
+        assert client.containers.list(all=True, filters={"label": "org.elm.sandbox=bench"}) == []
+    finally:
+        client.close()

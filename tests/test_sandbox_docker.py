@@ -485,21 +485,6 @@ def test_after_every_hostile_candidate_the_pool_serves_at_its_normal_rate(sandbo
     assert after_seconds < 5 * before_seconds + 0.5, (before_seconds, after_seconds)
 
 
-def test_one_container_per_job_runs_a_cold_runner_and_removes_each_container():
-    client = docker.from_env()
-    seen: list[str] = []
-    with DockerSandbox(SandboxConfig(backend="docker", pool_size=1), reuse_containers=False) as box:
-        assert box.container_ids() == []  # nothing started ahead of the jobs
-        outcomes = [box.run_many([candidate(source)])[0] for source in (NUMPY_PRELOADED, NUMPY_WORK)]
-        assert [o.status for o in outcomes] == ["ok", "ok"], [o.error for o in outcomes]
-        assert outcomes[0].result is False  # a cold runner: numpy is imported by the candidate that needs it
-        assert box.container_ids() == []
-        owned = client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={box.owner}"})
-        seen = [container.id for container in owned]
-    assert seen == []
-    client.close()
-
-
 def test_close_removes_every_container_of_the_sandbox():
     box = DockerSandbox(SandboxConfig(backend="docker", pool_size=2))
     owner = box.owner

@@ -74,13 +74,12 @@ HOW_TO_START = (
 
 
 class DockerSandbox(PooledSandbox):
-    """`Sandbox` over a warm pool of containers (`reuse_containers=False`: one per job)."""
+    """`Sandbox` over a warm pool of containers."""
 
     def __init__(
         self,
         config: "SandboxConfig",
         reconnect_s: float = DEFAULT_RECONNECT_S,
-        reuse_containers: bool = True,
     ) -> None:
         client = connect()
         try:
@@ -89,16 +88,35 @@ class DockerSandbox(PooledSandbox):
             client.close()
             raise
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._launcher = _ContainerLauncher(client, config, self.owner, cold=not reuse_containers)
+        self._launcher = _ContainerLauncher(client, config, self.owner)
         self._launcher.remove_abandoned()
-        self._pool = RunnerPool(self._launcher, config, reconnect_s, reuse_runners=reuse_containers)
-        if reuse_containers:
-            self._pool.warm_up()
+        self._pool = RunnerPool(self._launcher, config, reconnect_s)
+        self._pool.warm_up()
 
     def container_ids(self) -> list[str]:
         """Ids of the pool's started containers, in slot order."""
         return [channel.container_id for channel in self._pool.channels()]  # type: ignore[attr-defined]
 
+
+
+def locked_down(api: Any, config: "SandboxConfig", mounts: list[Any] | None = None) -> Any:
+    """The host config of every sandbox container (see the module docstring)."""
+    memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB}m"
+    scratch = f"rw,nosuid,nodev,noexec,size={config.scratch_mb}m,uid=10001,gid=10001,mode=0700"
+    return api.create_host_config(
+        network_mode="none",
+        read_only=True,
+        tmpfs={"/scratch": scratch},
+        ipc_mode="none",
+        mem_limit=memory,
+        memswap_limit=memory,
+        nano_cpus=int(config.cpus * 1e9),
+        pids_limit=config.pids_limit,
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+        log_config=LogConfig(type="none"),
+        mounts=mounts,
+    )
 
 
 def choose_transport(wanted: str, client: Any) -> str:
@@ -122,9 +140,8 @@ def connect() -> Any:
 class _ContainerLauncher:
     """Creates, attaches and starts locked-down runner containers."""
 
-    def __init__(self, client: Any, config: "SandboxConfig", owner: str, cold: bool = False) -> None:
+    def __init__(self, client: Any, config: "SandboxConfig", owner: str) -> None:
         self.client = client
-        self.runner_options = ["--cold"] if cold else []  # one job per container: nothing to warm
         self.api = client.api
         self.config = config
         self.owner = owner
@@ -193,7 +210,6 @@ class _ContainerLauncher:
         if self.transport == "socket":
             return self._start_socket_container()
         container_id, attached = self._create_and_start(
-            command=self.runner_options or None,
             stdin_open=True,  # with detach=False: StdinOnce, so a vanished host ends the runner
             streams={"stdin": 1, "stdout": 1, "stderr": 1},
         )
@@ -203,7 +219,7 @@ class _ContainerLauncher:
         listener = _RunnerSocket()
         try:
             container_id, attached = self._create_and_start(
-                command=["--connect", RUNNER_SOCKET, *self.runner_options],
+                command=["--connect", RUNNER_SOCKET],
                 mounts=[Mount(RUNNER_SOCKET, listener.path, type="bind", read_only=True)],
                 streams={"stderr": 1},
             )
@@ -221,7 +237,7 @@ class _ContainerLauncher:
                 network_disabled=True,
                 labels={SANDBOX_LABEL: "runner", OWNER_LABEL: self.owner},
                 stop_timeout=1,
-                host_config=self._host_config(options.pop("mounts", None)),
+                host_config=locked_down(self.api, self.config, options.pop("mounts", None)),
                 **options,
             )
             container_id = created["Id"]
@@ -245,25 +261,6 @@ class _ContainerLauncher:
             if not self.reachable():
                 raise BackendLost(str(problem)) from None
             return 0
-
-    def _host_config(self, mounts: list[Any] | None) -> Any:
-        config = self.config
-        memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB}m"
-        scratch = f"rw,nosuid,nodev,noexec,size={config.scratch_mb}m,uid=10001,gid=10001,mode=0700"
-        return self.api.create_host_config(
-            network_mode="none",
-            read_only=True,
-            tmpfs={"/scratch": scratch},
-            ipc_mode="none",
-            mem_limit=memory,
-            memswap_limit=memory,
-            nano_cpus=int(config.cpus * 1e9),
-            pids_limit=config.pids_limit,
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            log_config=LogConfig(type="none"),
-            mounts=mounts,
-        )
 
     def _owned(self) -> list[Any]:
         try:

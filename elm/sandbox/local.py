@@ -33,13 +33,12 @@ _FOLDER_PREFIX = "elm-sandbox-"  # then the owner's pid: folders of vanished own
 
 
 class LocalSandbox(PooledSandbox):
-    """`Sandbox` over local runner processes (`reuse_processes=False`: one per job)."""
+    """`Sandbox` over local runner processes."""
 
-    def __init__(self, config: "SandboxConfig", reuse_processes: bool = True) -> None:
+    def __init__(self, config: "SandboxConfig") -> None:
         self._launcher = _ProcessLauncher(config)
-        self._pool = RunnerPool(self._launcher, config, reconnect_s=0.0, reuse_runners=reuse_processes)
-        if reuse_processes:
-            self._pool.warm_up()
+        self._pool = RunnerPool(self._launcher, config, reconnect_s=0.0)
+        self._pool.warm_up()
 
 
 

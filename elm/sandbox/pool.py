@@ -13,8 +13,6 @@ here, the same way for every backend:
 - the backend itself is lost (the Docker daemon is gone): the pool waits up to
   `reconnect_s` for it, then starts fresh runners and carries on, or raises
   `SandboxUnavailable` so the caller can stop cleanly.
-
-With `reuse_runners=False` every job gets a fresh runner (the cold baseline of the bench).
 """
 
 from __future__ import annotations
@@ -106,16 +104,9 @@ class RunnerLauncher(Protocol):
 class RunnerPool:
     """Warm runners serving `run_many` concurrently; outcomes in the order of the jobs."""
 
-    def __init__(
-        self,
-        launcher: RunnerLauncher,
-        config: "SandboxConfig",
-        reconnect_s: float,
-        reuse_runners: bool = True,
-    ) -> None:
+    def __init__(self, launcher: RunnerLauncher, config: "SandboxConfig", reconnect_s: float) -> None:
         self.config = config
         self.reconnect_s = reconnect_s
-        self.reuse_runners = reuse_runners
         self._launcher = launcher
         self._slots = [_Slot(index) for index in range(config.pool_size)]
         self._job_ids = itertools.count(1)
@@ -211,9 +202,7 @@ class RunnerPool:
                 return Outcome("memory", seconds, error=error)
             raise _LostRunner(death, seconds) from None
         answer = decode_answer(line, job_id)
-        if not self.reuse_runners:
-            slot.discard()
-        elif answer.retire:
+        if answer.retire:
             self._replace(slot, "asked to retire (leftovers it could not clear)")
         return answer.outcome
 
