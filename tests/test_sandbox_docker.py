@@ -8,12 +8,15 @@ These tests fail (never skip) when Docker or the image is missing: run
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import docker
@@ -24,6 +27,7 @@ from elm.sandbox import SandboxUnavailable
 from elm.sandbox import pool as pool_module
 from elm.sandbox.docker import (
     LOCAL_DAEMON_URL,
+    SOCKET_FOLDER_PREFIX,
     OWNER_LABEL,
     RUNNER_SOCKET,
     DockerSandbox,
@@ -526,6 +530,21 @@ def test_containers_of_a_killed_run_stop_and_are_removed_by_the_next_sandbox():
         assert owned() == []
     finally:
         client.close()
+
+
+def test_socket_folders_of_a_killed_run_are_removed_by_the_next_sandbox():
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, alive = int(finished.stdout), os.getpid()
+    folders = [Path(tempfile.gettempdir()) / f"{SOCKET_FOLDER_PREFIX}{pid}-probe" for pid in (dead, alive)]
+    for folder in folders:
+        folder.mkdir()
+        (folder / "runner.sock").touch()
+    try:
+        DockerSandbox(SandboxConfig(backend="docker", pool_size=1)).close()
+        assert [folder.exists() for folder in folders] == [False, True]  # a live owner's folder stays
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_missing_image_says_how_to_build_it():

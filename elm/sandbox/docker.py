@@ -34,6 +34,7 @@ import struct
 import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -66,6 +67,7 @@ LAUNCH_TRIES = 3
 STDERR_TAIL_BYTES = 4096
 STDERR_WAIT_S = 1.0  # for a dead runner's last words
 RUNNER_SOCKET = "/run/elm/runner.sock"  # where the runner finds the host's socket
+SOCKET_FOLDER_PREFIX = "elm-runner-socket-"  # then the host process's pid
 LOCAL_DAEMON_URL = "http+docker://localhost"  # the docker SDK's name for a unix-socket daemon
 HOW_TO_START = (
     "start it with `sudo scripts/install_docker.sh` (or `sudo systemctl start docker`), "
@@ -198,6 +200,7 @@ class _ContainerLauncher:
             return owner_host == host and pid.isdigit() and not _process_exists(int(pid))
 
         self._remove_where(abandoned, label=SANDBOX_LABEL)
+        _remove_abandoned_socket_folders()
 
     def close(self) -> None:
         self._remove_where(lambda container: True)
@@ -461,7 +464,8 @@ class _RunnerSocket:
     """A listening unix socket in a private folder of its own, removed once used."""
 
     def __init__(self) -> None:
-        self._folder = tempfile.mkdtemp(prefix="elm-sandbox-")  # mode 0700: no one else gets in
+        # mode 0700: no one else gets in; the pid in the name lets a later sandbox remove it
+        self._folder = tempfile.mkdtemp(prefix=f"{SOCKET_FOLDER_PREFIX}{os.getpid()}-")
         self.path = os.path.join(self._folder, "runner.sock")
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -527,6 +531,14 @@ def _remove_quietly(api: Any, container_id: str) -> None:
         api.remove_container(container_id, force=True)
     except (docker.errors.DockerException, OSError):
         pass
+
+
+def _remove_abandoned_socket_folders() -> None:
+    """Socket folders of processes that were killed before their runner connected."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}*-*"):
+        pid = folder.name[len(SOCKET_FOLDER_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _process_exists(pid: int) -> bool:
