@@ -15,15 +15,16 @@ a fresh scratch folder, watches the candidate (its output, its result, the wall-
 limit), classifies its end and wipes the scratch folder. The spawner, a copy of the warm
 runner made once at start, does nothing but fork: for each job it forks the candidate,
 kills it at the wall-clock limit, reaps it, kills whatever it left behind and reports
-the exit status. The runner sleeps until that report or the candidate's output wakes it:
-on a small VM every wake-up costs more than the work it does.
+the exit status. Keeping the forks out of the runner matters for speed: after a fork
+every page a process writes is a copy-on-write fault, and the spawner writes few pages
+per job where the runner would write hundreds. The runner sleeps until the spawner's
+report or the candidate's output wakes it: on a small VM every wake-up costs more than
+the work it does.
 
 A candidate whose main() returned closes its pipes before it exits. The runner then
 answers at once and settles the job afterwards, while the host reads the answer: the
 spawner's report, the leftovers, the files. A runner that cannot settle a job (a process
-that will not die, files it cannot remove) ends itself; the host starts a new one. Keeping the forks out of the runner matters for speed: after a fork every
-page a process writes is a copy-on-write fault, and the spawner writes few pages per job
-where the runner would write hundreds.
+that will not die, files it cannot remove) ends itself; the host starts a new one.
 
 The forked child makes the scratch folder its working directory and the head of
 sys.path, applies rlimits, loads the entry file and calls its `main()`. The JSON text of
@@ -226,10 +227,7 @@ class Runner:
     def _await_report(self, deadline: float) -> "_Ending | None":
         """The spawner's report on the candidate; None if the spawner is lost."""
         try:
-            spawner = self._spawner()
-            if not select.select([spawner.fileno()], [], [], max(deadline - time.monotonic(), 0.0))[0]:
-                raise SpawnerLost("no report from the spawner")
-            return spawner.ending(CLEANUP_SECONDS)  # at once: the report is there, or the end of stream
+            return self._spawner().ending(max(deadline - time.monotonic(), 0.0))
         except SpawnerLost:
             return None
 

@@ -9,8 +9,8 @@ preloaded: nothing that pays off only over many candidates.
 All three run trivial candidates (a harness file that imports the program and returns
 its main()), with the same number of candidates in flight (the pool size), in
 interleaved rounds so that a busy machine slows them alike. As in a real run, the
-harness is the same for every candidate and each program's text is its own. The figures are the rates and
-the ratios pool/fresh-container and pool/subprocess.
+harness is the same for every candidate and each program's text is its own. The
+figures are the rates and the ratios pool/fresh-container and pool/subprocess.
 """
 
 from __future__ import annotations
@@ -139,12 +139,11 @@ class _FreshContainers:
     """One locked-down container per candidate, created for it and removed after it."""
 
     def __init__(self, config: SandboxConfig) -> None:
-        from elm.sandbox.docker import OWNER_LABEL, SANDBOX_LABEL, SANDBOX_USER, connect
+        from elm.sandbox.docker import OWNER_LABEL, SANDBOX_LABEL, connect
 
         self.config = config
         self.client = connect()
         self.labels = {SANDBOX_LABEL: "bench", OWNER_LABEL: f"{socket.gethostname()}:{os.getpid()}:bench"}
-        self.user = SANDBOX_USER
 
     def run_many(self, jobs: list[Job]) -> None:
         with ThreadPoolExecutor(self.config.pool_size) as workers:
@@ -154,17 +153,14 @@ class _FreshContainers:
         self.client.close()
 
     def _run_one(self, job: Job) -> None:
-        from elm.sandbox.docker import locked_down
+        from elm.sandbox.docker import start_container
 
         api = self.client.api
-        container = api.create_container(
-            self.config.image, entrypoint=["python3", "-I", "-c", _FRESH_COMMAND], user=self.user,
-            environment={"ELM_FILES": json.dumps(job.files)}, network_disabled=True, labels=self.labels,
-            host_config=locked_down(api, self.config),
-        )["Id"]
+        container, stream = start_container(
+            api, self.config, self.labels, {"stdout": 1, "stderr": 1},
+            entrypoint=["python3", "-I", "-c", _FRESH_COMMAND], environment={"ELM_FILES": json.dumps(job.files)},
+        )
         try:
-            stream = api.attach_socket(container, params={"stdout": 1, "stderr": 1, "stream": 1})
-            api.start(container)
             output = _read_to_end(getattr(stream, "_sock", stream))
         finally:
             api.remove_container(container, force=True)

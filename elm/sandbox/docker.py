@@ -31,10 +31,8 @@ import select
 import shutil
 import socket
 import struct
-import tempfile
 import time
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -42,6 +40,7 @@ from docker.types import LogConfig, Mount
 
 from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import check_image
+from elm.sandbox.leftovers import owned_folder, process_exists, remove_abandoned_folders
 from elm.sandbox.pool import (
     BackendLost,
     PooledSandbox,
@@ -100,8 +99,26 @@ class DockerSandbox(PooledSandbox):
         return [channel.container_id for channel in self._pool.channels()]  # type: ignore[attr-defined]
 
 
+def start_container(api: Any, config: "SandboxConfig", labels: dict[str, str], streams: dict[str, int],
+                    **options: Any) -> tuple[str, Any]:
+    """Create a locked-down sandbox container (`options` go to create_container), attach
+    the given streams and start it: its id and the attached socket."""
+    created = api.create_container(
+        config.image,
+        user=SANDBOX_USER,
+        network_disabled=True,
+        labels=labels,
+        stop_timeout=1,
+        host_config=_locked_down(api, config, options.pop("mounts", None)),
+        **options,
+    )
+    container_id = created["Id"]
+    attached = api.attach_socket(container_id, params={**streams, "stream": 1})
+    api.start(container_id)
+    return container_id, attached
 
-def locked_down(api: Any, config: "SandboxConfig", mounts: list[Any] | None = None) -> Any:
+
+def _locked_down(api: Any, config: "SandboxConfig", mounts: list[Any] | None) -> Any:
     """The host config of every sandbox container (see the module docstring)."""
     memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB}m"
     scratch = f"rw,nosuid,nodev,noexec,size={config.scratch_mb}m,uid=10001,gid=10001,mode=0700"
@@ -197,10 +214,10 @@ class _ContainerLauncher:
         def abandoned(container: Any) -> bool:
             owner_host, _, rest = container.labels.get(OWNER_LABEL, "").partition(":")
             pid = rest.partition(":")[0]
-            return owner_host == host and pid.isdigit() and not _process_exists(int(pid))
+            return owner_host == host and pid.isdigit() and not process_exists(int(pid))
 
         self._remove_where(abandoned, label=SANDBOX_LABEL)
-        _remove_abandoned_socket_folders()
+        remove_abandoned_folders(SOCKET_FOLDER_PREFIX)
 
     def close(self) -> None:
         self._remove_where(lambda container: True)
@@ -233,26 +250,15 @@ class _ContainerLauncher:
 
     def _create_and_start(self, streams: dict[str, int], **options: Any) -> tuple[str, Any]:
         """Create, attach the given streams, start: the container's id and attached socket."""
+        labels = {SANDBOX_LABEL: "runner", OWNER_LABEL: self.owner}
         try:
-            created = self.api.create_container(
-                self.config.image,
-                user=SANDBOX_USER,
-                network_disabled=True,
-                labels={SANDBOX_LABEL: "runner", OWNER_LABEL: self.owner},
-                stop_timeout=1,
-                host_config=locked_down(self.api, self.config, options.pop("mounts", None)),
-                **options,
-            )
-            container_id = created["Id"]
-            attached = self.api.attach_socket(container_id, params={**streams, "stream": 1})
-            self.api.start(container_id)
+            return start_container(self.api, self.config, labels, streams, **options)
         except docker.errors.APIError as problem:
             if not self.reachable():
                 raise BackendLost(str(problem)) from None
             raise SandboxUnavailable(f"cannot start a sandbox container: {_first_line(problem)}") from None
         except OSError as problem:
             raise BackendLost(str(problem)) from None
-        return container_id, attached
 
     def runner_pid(self, container_id: str) -> int:
         """The host pid of the container's PID 1 (0 once it has stopped)."""
@@ -464,9 +470,8 @@ class _RunnerSocket:
     """A listening unix socket in a private folder of its own, removed once used."""
 
     def __init__(self) -> None:
-        # mode 0700: no one else gets in; the pid in the name lets a later sandbox remove it
-        self._folder = tempfile.mkdtemp(prefix=f"{SOCKET_FOLDER_PREFIX}{os.getpid()}-")
-        self.path = os.path.join(self._folder, "runner.sock")
+        self._folder = owned_folder(SOCKET_FOLDER_PREFIX)  # mode 0700: no one else gets in
+        self.path = str(self._folder / "runner.sock")
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.socket.bind(self.path)
@@ -531,24 +536,6 @@ def _remove_quietly(api: Any, container_id: str) -> None:
         api.remove_container(container_id, force=True)
     except (docker.errors.DockerException, OSError):
         pass
-
-
-def _remove_abandoned_socket_folders() -> None:
-    """Socket folders of processes that were killed before their runner connected."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{SOCKET_FOLDER_PREFIX}*-*"):
-        pid = folder.name[len(SOCKET_FOLDER_PREFIX):].partition("-")[0]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _first_line(problem: BaseException) -> str:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import runner_path
+from elm.sandbox.leftovers import owned_folder, remove_abandoned_folders, remove_folder
 from elm.sandbox.pool import PooledSandbox, RunnerDeath, RunnerLost, RunnerPool, RunnerWedged
 from elm.sandbox.protocol import ProtocolError, check_ready
 
@@ -41,12 +40,11 @@ class LocalSandbox(PooledSandbox):
         self._pool.warm_up()
 
 
-
 class _ProcessLauncher:
     def __init__(self, config: "SandboxConfig") -> None:
         self.config = config
-        _remove_abandoned_folders()
-        self.folder = Path(tempfile.mkdtemp(prefix=f"{_FOLDER_PREFIX}{os.getpid()}-"))
+        remove_abandoned_folders(_FOLDER_PREFIX)
+        self.folder = owned_folder(_FOLDER_PREFIX)
         self._runner = str(runner_path())
         self._count = 0
 
@@ -81,7 +79,7 @@ class _ProcessLauncher:
         pass
 
     def close(self) -> None:
-        _remove_folder(self.folder)
+        remove_folder(self.folder)
 
 
 class _ProcessChannel:
@@ -148,7 +146,7 @@ class _ProcessChannel:
                 stream.close()  # type: ignore[union-attr]
             except OSError:
                 pass
-        _remove_folder(self.scratch)
+        remove_folder(self.scratch)
         self.stderr_path.unlink(missing_ok=True)
 
 
@@ -182,25 +180,3 @@ def _descendants(pid: int) -> list[int]:
         found += children
         pending += children
     return found
-
-
-def _remove_abandoned_folders() -> None:
-    """Scratch folders left by local sandboxes whose process is gone (killed, not closed)."""
-    for folder in Path(tempfile.gettempdir()).glob(f"{_FOLDER_PREFIX}*-*"):
-        pid = folder.name[len(_FOLDER_PREFIX):].partition("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            _remove_folder(folder)
-
-
-def _remove_folder(path: Path) -> None:
-    """Remove a scratch folder, also one a candidate nested deeper than shutil can walk
-    or locked (chmod 0): coreutils' chmod and rm walk any depth."""
-    try:
-        shutil.rmtree(path)
-        return
-    except FileNotFoundError:
-        return
-    except (OSError, RecursionError):
-        pass
-    for command in (["chmod", "-R", "u+rwx", "--", str(path)], ["rm", "-rf", "--", str(path)]):
-        subprocess.run(command, capture_output=True, check=False)

@@ -1,0 +1,47 @@
+"""Folders a sandbox keeps on this machine, named after the process that owns them, so
+that what a killed run left behind is found and removed by the next sandbox."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def owned_folder(prefix: str) -> Path:
+    """A new private folder (mode 0700) named `prefix`, this process's pid, a random part."""
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+
+
+def remove_abandoned_folders(prefix: str) -> None:
+    """Remove the `owned_folder(prefix)` folders of processes that are gone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        pid = folder.name[len(prefix):].partition("-")[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            remove_folder(folder)
+
+
+def remove_folder(path: Path) -> None:
+    """Remove a folder, also one a candidate nested deeper than shutil can walk or locked
+    (chmod 0): coreutils' chmod and rm walk any depth."""
+    try:
+        shutil.rmtree(path)
+        return
+    except FileNotFoundError:
+        return
+    except (OSError, RecursionError):
+        pass
+    for command in (["chmod", "-R", "u+rwx", "--", str(path)], ["rm", "-rf", "--", str(path)]):
+        subprocess.run(command, capture_output=True, check=False)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
