@@ -53,7 +53,6 @@ import os
 import platform
 import resource
 import select
-import shutil
 import signal
 import socket
 import struct
@@ -87,6 +86,8 @@ _ENDING = "iii"  # spawner to runner, after each candidate: wait status, cleared
 _HUGE_PAGE = 2 * 1024 * 1024
 _MADV_HUGEPAGE = 14
 _MADV_COLLAPSE = 25
+_M_MMAP_THRESHOLD = -3  # mallopt(): C heap blocks at least this large get an mmap of their own
+_ARENA_ALIGNMENT = 16384  # CPython's pool size: arenas aligned to it lose no pool to alignment
 _PRECOMPILE_LIMIT_BYTES = 256 * 1024  # larger files are compiled by the child, under its limits
 _FD_CEILING = 65536  # descriptors below this are closed in the spawner and the child
 _SIGNAL_MEANINGS = {
@@ -104,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     if options.connect:
         _speak_over_socket(options.connect)
     _quiet_numeric_threads()
+    default_arenas = _take_arenas_from_the_c_heap()
     has_numpy = _preload_numpy()
     _protect_runner()
     sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder), _JOB_MODULES)
     runner = Runner(Path(options.scratch), options.max_user_processes)
     runner.warm_up()
+    _restore_arena_allocator(default_arenas)
     gc.freeze()  # keeps the warm heap out of the collector: forked children share it untouched
     runner.start_spawner()
     _send(
@@ -599,9 +602,10 @@ def _back_heap_with_huge_pages() -> None:
     fork() copies one page-table entry per 4 KiB page of private memory, and the child's
     exit drops them all again: with numpy loaded that is about 5,000 entries, most of the
     cost of a fork. A 2 MiB huge page is one entry. A candidate that writes into one gets
-    its own copy of just the 4 KiB it touched, as before. The kernel may refuse (no
-    transparent huge pages, no MADV_COLLAPSE before Linux 6.1): forks then stay as they
-    were, nothing else changes."""
+    its own copy of just the 4 KiB it touched, as before; so does the spawner, which writes
+    to a few of them after every fork: those stay split, the rest stay huge. The kernel
+    may refuse (no transparent huge pages, no MADV_COLLAPSE before Linux 6.1): forks then
+    stay as they were, nothing else changes."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     try:
@@ -618,6 +622,49 @@ def _back_heap_with_huge_pages() -> None:
         if end > start:
             libc.madvise(start, end - start, _MADV_HUGEPAGE)
             libc.madvise(start, end - start, _MADV_COLLAPSE)
+
+
+class _ArenaAllocator(ctypes.Structure):
+    """CPython's PyObjectArenaAllocator: where the small-object allocator gets its arenas."""
+
+    _fields_ = [("ctx", ctypes.c_void_p), ("alloc", ctypes.c_void_p), ("free", ctypes.c_void_p)]
+
+
+def _take_arenas_from_the_c_heap() -> _ArenaAllocator | None:
+    """Until _restore_arena_allocator, have Python's object memory come from the C heap;
+    returns the allocator to restore (None where this is not possible: no glibc).
+
+    By default each 1 MiB arena of Python's small-object allocator is an mmap of its own,
+    and they land in the gaps between the many shared libraries numpy loads: almost none
+    spans an aligned 2 MiB range, so _back_heap_with_huge_pages could not give the
+    spawner's warm heap huge pages. Taken from the C heap (one region, grown with brk),
+    numpy's import and the warm-up fill one region that can. Arenas freed in the meantime
+    are kept (the free function is abs(), which ignores its arguments: libc has no
+    function that frees a block given second). Once restored, the default allocator
+    unmaps any of these arenas that empties later: an aligned whole-page range inside a
+    block glibc counts as in use and so never touches again."""
+    try:
+        libc = ctypes.CDLL(None)
+        # 1 MiB arenas must come from the heap itself, not from mmaps of their own. The
+        # threshold stays: it lets candidates' arrays up to 4 MiB reuse heap memory.
+        if libc.mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024) != 1:
+            return None
+        default = _ArenaAllocator()
+        ctypes.pythonapi.PyObject_GetArenaAllocator(ctypes.byref(default))
+        from_heap = _ArenaAllocator(
+            _ARENA_ALIGNMENT,  # ctx, passed as aligned_alloc's first argument
+            ctypes.cast(libc.aligned_alloc, ctypes.c_void_p),
+            ctypes.cast(libc.abs, ctypes.c_void_p),
+        )
+    except AttributeError:
+        return None
+    ctypes.pythonapi.PyObject_SetArenaAllocator(ctypes.byref(from_heap))
+    return default
+
+
+def _restore_arena_allocator(default: _ArenaAllocator | None) -> None:
+    if default is not None:
+        ctypes.pythonapi.PyObject_SetArenaAllocator(ctypes.byref(default))
 
 
 def _plain_fork() -> Any:
@@ -936,6 +983,8 @@ def _remove_tree(path: str) -> bool:
     """Remove a file or folder the candidate may have locked (chmod 0) or nested deep."""
     try:
         if os.path.isdir(path) and not os.path.islink(path):
+            import shutil  # here, not at the top: it loads bz2 and lzma, 20 more mappings per fork
+
             _unlock_folders(path)
             shutil.rmtree(path)
         else:
