@@ -643,21 +643,22 @@ def _take_arenas_from_the_c_heap() -> _ArenaAllocator | None:
     function that frees a block given second). Once restored, the default allocator
     unmaps any of these arenas that empties later: an aligned whole-page range inside a
     block glibc counts as in use and so never touches again."""
+    libc = ctypes.CDLL(None)
     try:
-        libc = ctypes.CDLL(None)
-        # 1 MiB arenas must come from the heap itself, not from mmaps of their own. The
-        # threshold stays: it lets candidates' arrays up to 4 MiB reuse heap memory.
-        if libc.mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024) != 1:
-            return None
-        default = _ArenaAllocator()
-        ctypes.pythonapi.PyObject_GetArenaAllocator(ctypes.byref(default))
         from_heap = _ArenaAllocator(
             _ARENA_ALIGNMENT,  # ctx, passed as aligned_alloc's first argument
             ctypes.cast(libc.aligned_alloc, ctypes.c_void_p),
             ctypes.cast(libc.abs, ctypes.c_void_p),
         )
+        set_mmap_threshold = libc.mallopt
     except AttributeError:
         return None
+    # 1 MiB arenas must come from the heap itself, not from mmaps of their own. The
+    # threshold stays: it lets candidates' arrays up to 4 MiB reuse heap memory.
+    if set_mmap_threshold(_M_MMAP_THRESHOLD, 4 * 1024 * 1024) != 1:
+        return None
+    default = _ArenaAllocator()
+    ctypes.pythonapi.PyObject_GetArenaAllocator(ctypes.byref(default))
     ctypes.pythonapi.PyObject_SetArenaAllocator(ctypes.byref(from_heap))
     return default
 

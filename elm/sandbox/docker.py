@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import select
-import shutil
 import socket
 import struct
 import time
@@ -40,7 +39,7 @@ from docker.types import LogConfig, Mount
 
 from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import check_image
-from elm.sandbox.leftovers import owned_folder, process_exists, remove_abandoned_folders
+from elm.sandbox.leftovers import owned_folder, process_exists, remove_abandoned_folders, remove_folder
 from elm.sandbox.pool import (
     BackendLost,
     PooledSandbox,
@@ -488,7 +487,7 @@ class _RunnerSocket:
 
     def close(self) -> None:
         self.socket.close()
-        shutil.rmtree(self._folder, ignore_errors=True)
+        remove_folder(self._folder)
 
 
 def _peer_pid(connection: socket.socket) -> int:
