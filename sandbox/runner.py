@@ -196,10 +196,13 @@ class Runner:
             answer.update(seconds=round(time.monotonic() - started, 6), retire=oom_killed)
             return answer
         ending = self._await_report(deadline) if spawned else None
+        # A candidate that killed its spawner (kill(-1)) may still return from main(): let
+        # it, within its own wall-clock limit, before the cleaning up kills what is left.
+        outlived_limit = spawned and ending is None and not watch.read_until_closed(started + job.timeout_s)
         seconds = time.monotonic() - started
         cleared, wiped = self._clean_up(job, watch, ending)
         oom_killed = self._oom_killed_since_last_job()
-        answer = _classify(watch, ending, job, oom_killed)
+        answer = _classify(watch, ending, job, oom_killed, outlived_limit)
         # After an out-of-memory kill the container is due for replacement: its page cache
         # was squeezed, and Docker's OOMKilled flag would blame every later death on memory.
         answer.update(seconds=round(seconds, 6), retire=oom_killed or not (cleared and wiped))
@@ -432,6 +435,23 @@ class _Watch:
                     if not open_pipes and self.returned():
                         return True
 
+    def read_until_closed(self, deadline: float) -> bool:
+        """With no spawner to report: read the pipes until every process of the candidate
+        has closed them (True) or `deadline` passes (False)."""
+        poller = select.poll()
+        open_pipes = {self.out_read, self.result_read}
+        for fd in open_pipes:
+            poller.register(fd, select.POLLIN)
+        while open_pipes:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for fd, _ in poller.poll(math.ceil(remaining * 1000)):
+                if not self._read_from(fd):
+                    poller.unregister(fd)
+                    open_pipes.discard(fd)
+        return True
+
     def returned(self) -> bool:
         """The whole result of a main() that returned is in."""
         return self.result.startswith(_TAG_RESULT) and not self.result_overflow
@@ -469,14 +489,21 @@ class _Watch:
         return True
 
 
-def _classify(watch: _Watch, ending: _Ending | None, job: _JobRequest, oom_killed: bool) -> dict[str, Any]:
+def _classify(
+    watch: _Watch, ending: _Ending | None, job: _JobRequest, oom_killed: bool, outlived_limit: bool = False
+) -> dict[str, Any]:
+    """`ending` is None when the spawner was lost; `outlived_limit`: the candidate's
+    processes then still held its pipes at its wall-clock limit."""
     stdout = watch.output()
+    timeout_error = f"wall-clock limit of {job.timeout_s:g} s exceeded"
     if ending is not None and ending.timed_out:
-        return _answer("timeout", error=f"wall-clock limit of {job.timeout_s:g} s exceeded", **stdout)
-    if ending is None and not watch.result.startswith(_TAG_RESULT):
+        return _answer("timeout", error=timeout_error, **stdout)
+    if ending is None and not watch.result:
+        if outlived_limit:
+            return _answer("timeout", error=timeout_error, **stdout)
         error = "the sandbox's process spawner was lost during this candidate (did the candidate signal it?)"
         return _answer("killed", error=error, **stdout)
-    status_word = ending.wait_status if ending is not None else 0  # lost spawner, but main() returned
+    status_word = ending.wait_status if ending is not None else 0  # lost spawner, but a message came
     if os.WIFSIGNALED(status_word):
         return _classify_signal(os.WTERMSIG(status_word), job, oom_killed, stdout)
     exit_code = os.WEXITSTATUS(status_word)
