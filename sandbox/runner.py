@@ -35,7 +35,8 @@ to the output limit. `"retire": true` asks the host to replace this runner.
 In a container the runner is PID 1, so signals sent from inside the container cannot kill
 it; locally it becomes a child subreaper. The spawner is a subreaper too, so orphans of a
 candidate come back to it. A candidate can signal the spawner (same user); the runner
-then kills every other process and starts a new spawner, and only that job is lost.
+then reads the candidate's pipes until it ends or reaches its wall-clock limit (what it
+returned or raised still counts), kills every other process and starts a new spawner.
 Standard library only: the same file serves every sandbox backend.
 """
 
