@@ -397,6 +397,7 @@ def test_the_spawners_warm_heap_is_one_region_backed_by_huge_pages():
     # Every fork copies a page-table entry per 4 KiB page of the spawner's private memory.
     # The runner gathers its warm heap (numpy's objects included) into the C heap, where
     # huge pages can back it, instead of 1 MiB mappings scattered between libraries.
+    collapses_failed_before = huge_page_collapses_failed()
     box = DockerSandbox(replace(CONFIG, pool_size=1))
     client = docker.from_env()
     try:
@@ -407,7 +408,11 @@ def test_the_spawners_warm_heap_is_one_region_backed_by_huge_pages():
         regions = private_memory_kb(spawner)
         assert regions["[heap]"] >= regions["elsewhere"], regions
         if kernel_collapses_huge_pages():
-            assert regions["huge"] >= 4096, regions
+            assert regions["heap advised huge"], "the spawner did not ask for huge pages on its heap"
+            # The kernel grants them when it has free 2 MiB blocks; on a machine short of
+            # memory it may not, and counts that as a failed collapse.
+            short_of_memory = huge_page_collapses_failed() > collapses_failed_before
+            assert regions["huge"] >= 4096 or short_of_memory, regions
     finally:
         client.close()
         box.close()
@@ -422,9 +427,18 @@ def kernel_collapses_huge_pages() -> bool:
     return "[never]" not in enabled and (major, minor) >= (6, 1)
 
 
+def huge_page_collapses_failed() -> int:
+    for line in Path("/proc/vmstat").read_text().splitlines():
+        name, _, value = line.partition(" ")
+        if name == "thp_collapse_alloc_failed":
+            return int(value)
+    return 0
+
+
 def private_memory_kb(pid: str) -> dict[str, int]:
-    """Resident anonymous memory: in the C heap, elsewhere, and how much of it is huge pages."""
-    regions = {"[heap]": 0, "elsewhere": 0, "huge": 0}
+    """Resident anonymous memory: in the C heap, elsewhere, and how much of it is huge
+    pages; whether part of the heap is advised to be huge pages (MADV_HUGEPAGE)."""
+    regions = {"[heap]": 0, "elsewhere": 0, "huge": 0, "heap advised huge": False}
     where = "elsewhere"
     for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
         fields = line.split()
@@ -434,6 +448,8 @@ def private_memory_kb(pid: str) -> dict[str, int]:
             regions[where] += int(fields[1])
         elif fields[0] == "AnonHugePages:":
             regions["huge"] += int(fields[1])
+        elif fields[0] == "VmFlags:" and where == "[heap]" and "hg" in fields[1:]:
+            regions["heap advised huge"] = True
     return regions
 
 
@@ -465,7 +481,8 @@ def test_a_container_killed_from_outside_is_replaced_and_its_job_retried(sandbox
     try:
         sandbox.run_many([candidate(ORDINARY)] * 2)  # both slots started: ids in slot order
         victim = sandbox.container_ids()[0]
-        sleeper = candidate("import time\ndef main():\n    time.sleep(1.5)\n    return 'slept'\n", timeout_s=5)
+        # The kill comes 0.5 s in; the sleep leaves a busy daemon seconds to deliver it.
+        sleeper = candidate("import time\ndef main():\n    time.sleep(4)\n    return 'slept'\n", timeout_s=10)
         killer = threading.Timer(0.5, lambda: client.api.kill(victim))
         killer.start()
         outcomes = sandbox.run_many([sleeper, sleeper])
@@ -482,7 +499,8 @@ def test_a_wedged_container_is_replaced_and_its_job_reported(sandbox, monkeypatc
     monkeypatch.setattr(pool_module, "ANSWER_GRACE_S", 1.0)
     client = docker.from_env()
     try:
-        sleeper = candidate("import time\ndef main():\n    time.sleep(0.5)\n    return 1\n", timeout_s=1.0)
+        # The pause comes 0.2 s in; the sleep leaves a busy daemon 2 s more to deliver it.
+        sleeper = candidate("import time\ndef main():\n    time.sleep(2.2)\n    return 1\n", timeout_s=2.5)
         sandbox.run_many([candidate(ORDINARY)] * 2)  # both slots started: ids in slot order
         frozen: list[str] = []
 

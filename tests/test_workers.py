@@ -4,6 +4,7 @@ actor's batch retried and counted, GPU requests refused on a machine without one
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -53,6 +54,14 @@ def _actor(worker: str):
     names = [name for name in ray.util.list_named_actors() if name.endswith(f"-{worker}")]
     assert len(names) == 1, names
     return ray.get_actor(names[0])
+
+
+def _pid_of(worker: str) -> int:
+    """The process of an idle diff worker (asked while idle: a busy actor answers only
+    after its batch)."""
+    import ray
+
+    return ray.get(_actor(worker).describe.remote(), timeout=60)["pid"]
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +152,9 @@ def test_a_batch_lost_with_a_killed_worker_is_retried_and_the_worker_restarts(lo
     mutator = open_diff_mutator(_config(tiny_codegen_dir))
     try:
         first, second = _requests(12), _requests(12, parents=4)
+        pid = _pid_of("diff-worker-0")
         tickets = [mutator.submit(first), mutator.submit(second)]
-        local_ray.kill(_actor("diff-worker-0"), no_restart=False)
+        os.kill(pid, signal.SIGKILL)  # a crash, at once: its parts cannot have been answered yet
         children = [mutator.collect(ticket) for ticket in tickets]
 
         assert _answered(children[0]) == _asked(first)
@@ -188,10 +198,11 @@ def test_a_run_loses_no_batch_when_a_worker_is_killed(local_ray, tmp_path, tiny_
 
 @pytest.mark.ray
 def test_a_batch_that_keeps_failing_stops_the_run_instead_of_vanishing(local_ray, tiny_codegen_dir):
-    mutator = open_diff_mutator(_config(tiny_codegen_dir, num_actors=1, max_batch_retries=1))
+    mutator = open_diff_mutator(_config(tiny_codegen_dir, num_actors=1, max_batch_retries=1, max_restarts=0))
     try:
+        pid = _pid_of("diff-worker-0")
         ticket = mutator.submit(_requests(4))
-        local_ray.kill(_actor("diff-worker-0"), no_restart=True)
+        os.kill(pid, signal.SIGKILL)  # at once: the batch cannot have been answered yet
         with pytest.raises(WorkerError, match="failed on 2 attempts|diff workers are gone"):
             mutator.collect(ticket)
     finally:
