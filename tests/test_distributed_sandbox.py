@@ -90,9 +90,10 @@ def test_a_share_lost_with_its_evaluator_is_run_again(local_ray):
     sandbox = DistributedSandbox(_config())
     try:
         evaluator = sandbox._evaluators[0].actor
+        # The kill comes 0.5 s in; the sleep leaves it seconds to land (ray.kill is asynchronous).
         killer = threading.Timer(0.5, lambda: ray.kill(evaluator, no_restart=False))
         killer.start()
-        outcomes = sandbox.run_many([_job("    import time\n    time.sleep(2)\n    return 'slept'")] * 2)
+        outcomes = sandbox.run_many([_job("    import time\n    time.sleep(4)\n    return 'slept'")] * 2)
         killer.join()
     finally:
         sandbox.close()

@@ -33,13 +33,14 @@ SLEEPER = "import time\n\ndef main():\n    time.sleep(0.3)\n    return {n}\n"
 def test_run_survives_a_daemon_restart():
     sandbox = _open(reconnect_s=60)
     try:
-        jobs = [Job({"c.py": SLEEPER.format(n=n)}, "c.py", timeout_s=20) for n in range(30)]
+        # About 9 s of work on 2 slots: a slow daemon shutdown still lands mid-run.
+        jobs = [Job({"c.py": SLEEPER.format(n=n)}, "c.py", timeout_s=20) for n in range(60)]
         run = _Background(lambda: sandbox.run_many(jobs))
         time.sleep(1.0)
         with _daemon_stopped():
             time.sleep(1.0)
         outcomes = run.result(timeout=180)
-        assert [(o.status, o.result) for o in outcomes] == [("ok", n) for n in range(30)]
+        assert [(o.status, o.result) for o in outcomes] == [("ok", n) for n in range(60)]
         assert sandbox.replacements >= 1
         assert [o.status for o in sandbox.run_many(jobs[:4])] == ["ok"] * 4
     finally:
