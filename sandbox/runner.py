@@ -417,41 +417,36 @@ class _Watch:
 
     def follow(self, report: int, deadline: float) -> bool:
         """Read the pipes until the candidate returned a result and closed both (True) or
-        `report`, the spawner's channel, is readable (False); SpawnerLost if neither
+        `report`, the spawner's channel, is readable first (False); SpawnerLost if neither
         happens by `deadline`."""
-        poller = select.poll()
-        open_pipes = {self.out_read, self.result_read}
-        for fd in (*open_pipes, report):
-            poller.register(fd, select.POLLIN)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise SpawnerLost("no report from the spawner")
-            for fd, _ in poller.poll(math.ceil(remaining * 1000)):
-                if fd == report:
-                    return False
-                if not self._read_from(fd):
-                    poller.unregister(fd)
-                    open_pipes.discard(fd)
-                    if not open_pipes and self.returned():
-                        return True
+        ended = self._read_pipes(deadline, report)
+        if ended is None:
+            raise SpawnerLost("no report from the spawner")
+        return ended == "closed" and self.returned()
 
     def read_until_closed(self, deadline: float) -> bool:
         """With no spawner to report: read the pipes until every process of the candidate
         has closed them (True) or `deadline` passes (False)."""
+        return self._read_pipes(deadline) == "closed"
+
+    def _read_pipes(self, deadline: float, report: int | None = None) -> str | None:
+        """Read until both pipes are closed ("closed"), `report` is readable ("report") or
+        `deadline` passes (None)."""
         poller = select.poll()
         open_pipes = {self.out_read, self.result_read}
-        for fd in open_pipes:
+        for fd in open_pipes if report is None else (*open_pipes, report):
             poller.register(fd, select.POLLIN)
         while open_pipes:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return False
+                return None
             for fd, _ in poller.poll(math.ceil(remaining * 1000)):
+                if fd == report:
+                    return "report"
                 if not self._read_from(fd):
                     poller.unregister(fd)
                     open_pipes.discard(fd)
-        return True
+        return "closed"
 
     def returned(self) -> bool:
         """The whole result of a main() that returned is in."""
@@ -491,7 +486,7 @@ class _Watch:
 
 
 def _classify(
-    watch: _Watch, ending: _Ending | None, job: _JobRequest, oom_killed: bool, outlived_limit: bool = False
+    watch: _Watch, ending: _Ending | None, job: _JobRequest, oom_killed: bool, outlived_limit: bool
 ) -> dict[str, Any]:
     """`ending` is None when the spawner was lost; `outlived_limit`: the candidate's
     processes then still held its pipes at its wall-clock limit."""
