@@ -10,6 +10,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from elm.errors import UserError
+from elm.sandbox.image import default_image
 
 
 class ConfigError(UserError):
@@ -76,7 +77,7 @@ class RayConfig:
 @dataclass
 class SandboxConfig:
     backend: str = "docker"
-    image: str = "elm-sandbox:latest"
+    image: str = field(default_factory=lambda: default_image())  # ELM_SANDBOX_IMAGE overrides
     pool_size: int = 2
     timeout_s: float = 5.0
     memory_mb: int = 256

@@ -21,6 +21,12 @@ from typing import Any, Callable
 from elm.sandbox import SandboxUnavailable
 
 DEFAULT_IMAGE = "elm-sandbox:latest"
+
+
+def default_image() -> str:
+    """The image name used when none is given: `ELM_SANDBOX_IMAGE`, else elm-sandbox:latest
+    (lets two checkouts with different runners keep images side by side)."""
+    return os.environ.get("ELM_SANDBOX_IMAGE") or DEFAULT_IMAGE
 DEFAULT_BASE_IMAGE = "elm-sandbox-base:bookworm"
 RECIPE_LABEL = "org.elm.sandbox.recipe"
 RUNNER_LABEL = "org.elm.sandbox.runner"
@@ -77,7 +83,7 @@ def check_image(client: Any, image: str) -> None:
 
 def build_image(
     client: Any,
-    image: str = DEFAULT_IMAGE,
+    image: str | None = None,
     base: str | None = None,
     rebuild_base: bool = False,
     force: bool = False,
@@ -86,6 +92,7 @@ def build_image(
     """Build or refresh the sandbox image (building the offline base first when needed);
     returns, and tells `say`, one line per thing it did."""
     lines: list[str] = []
+    image = image or default_image()
 
     def tell(line: str) -> None:
         lines.append(line)
