@@ -22,7 +22,7 @@ from elm.config import SandboxConfig
 from elm.sandbox import Job, SandboxUnavailable
 from elm.sandbox.docker import OWNER_LABEL, DockerSandbox
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = SandboxConfig(backend="docker", pool_size=2)
