@@ -87,6 +87,7 @@ class SandboxConfig:
     scratch_mb: int = 64
     reconnect_s: float = 30.0  # how long to wait for a restarted Docker daemon
     transport: str = "auto"  # socket (local daemon), attach (any daemon), auto: see elm/sandbox/docker.py
+    runtime: str = "runc"  # the container runtime: runc, or runsc (gVisor; `scripts/setup.sh --gvisor`)
 
 
 @dataclass
@@ -107,6 +108,7 @@ _CHOICES = {
     "mutation.dtype": ("auto", "float32", "bfloat16", "float16"),
     "sandbox.backend": ("docker", "local"),
     "sandbox.transport": ("auto", "socket", "attach"),
+    "sandbox.runtime": ("runc", "runsc"),
 }
 _POSITIVE = (
     "run.batch_size",

@@ -67,6 +67,7 @@ STDERR_WAIT_S = 1.0  # for a dead runner's last words
 RUNNER_SOCKET = "/run/elm/runner.sock"  # where the runner finds the host's socket
 SOCKET_FOLDER_PREFIX = "elm-runner-socket-"  # then the host process's pid
 LOCAL_DAEMON_URL = "http+docker://localhost"  # the docker SDK's name for a unix-socket daemon
+GVISOR_SETUP = "install and register gVisor with `bash scripts/setup.sh --gvisor`"
 HOW_TO_START = (
     "start it with `sudo scripts/install_docker.sh` (or `sudo systemctl start docker`), "
     "or choose the local backend explicitly with sandbox.backend=local (no container isolation)"
@@ -83,6 +84,7 @@ class DockerSandbox(PooledSandbox):
     ) -> None:
         client = connect()
         try:
+            check_runtime(client, config.runtime)
             check_image(client, config.image)
         except SandboxUnavailable:
             client.close()
@@ -134,7 +136,21 @@ def _locked_down(api: Any, config: "SandboxConfig", mounts: list[Any] | None) ->
         security_opt=["no-new-privileges"],
         log_config=LogConfig(type="none"),
         mounts=mounts,
+        runtime=config.runtime,
     )
+
+
+def check_runtime(client: Any, runtime: str) -> None:
+    """SandboxUnavailable unless the daemon knows the container runtime `runtime`."""
+    try:
+        known = client.info().get("Runtimes") or {}
+    except (docker.errors.DockerException, OSError) as problem:
+        raise SandboxUnavailable(f"cannot ask the Docker daemon for its runtimes: {_first_line(problem)}") from None
+    if runtime not in known:
+        how = GVISOR_SETUP if runtime == "runsc" else "register it in the Docker daemon's daemon.json"
+        raise SandboxUnavailable(
+            f"the Docker daemon has no container runtime {runtime!r} (it has {', '.join(sorted(known))}): {how}"
+        )
 
 
 def choose_transport(wanted: str, client: Any) -> str:
