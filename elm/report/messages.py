@@ -53,11 +53,11 @@ def print_messages(console: Console, rows: list[dict[str, Any]], selection: str)
         console.print(Text("No commit messages were recorded for this run's children."))
         return
     table = Table(title=f"Commit messages ({selection} selection)", title_justify="left")
-    table.add_column("message")
-    for name in ("weight", *COUNTS, "placed share"):
+    table.add_column("message", min_width=16)
+    for name in ("weight", *COUNTS, "share placed"):
         table.add_column(name, justify="right")
     if selection == "bandit":
-        table.add_column("expected success", justify="right")
+        table.add_column("expected", justify="right")
     for row in rows:
         cells = [Text(_printable(row["text"])), fmt_number(row["weight"]),
                  *(str(row[name]) for name in COUNTS), fmt_percent(row["placed_share"])]
