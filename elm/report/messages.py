@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -52,19 +53,23 @@ def print_messages(console: Console, rows: list[dict[str, Any]], selection: str)
     if not rows:
         console.print(Text("No commit messages were recorded for this run's children."))
         return
-    table = Table(title=f"Commit messages ({selection} selection)", title_justify="left")
-    table.add_column("message", min_width=16)
-    for name in ("weight", *COUNTS, "share placed"):
-        table.add_column(name, justify="right")
-    if selection == "bandit":
-        table.add_column("expected", justify="right")
-    for row in rows:
-        cells = [Text(_printable(row["text"])), fmt_number(row["weight"]),
-                 *(str(row[name]) for name in COUNTS), fmt_percent(row["placed_share"])]
-        if selection == "bandit":
+    bandit = selection == "bandit"
+    table = Table(title=f"Commit messages ({selection} selection)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in ("#", "weight", *COUNTS, "placed %", *(["expected"] if bandit else [])):
+        table.add_column(name, justify="right", no_wrap=True)
+    for number, row in enumerate(rows, start=1):
+        cells = [str(number), fmt_number(row["weight"]), *(str(row[name]) for name in COUNTS),
+                 fmt_percent(row["placed_share"])]
+        if bandit:
             cells.append(fmt_percent(row["posterior_mean"]))
         table.add_row(*cells)
     console.print(table)
+    for number, row in enumerate(rows, start=1):  # below the figures: messages can be long
+        console.print(Text(f"{number:>2}  {_printable(row['text'])}"))
+    if bandit:
+        console.print(Text("expected: the bandit's estimate of the share of a message's children "
+                           "that will be placed"))
 
 
 def _posterior_means(rows: Any, outcomes: list) -> dict[str, float]:
