@@ -48,6 +48,8 @@ class MutationConfig:
     operator: str = "gp"
     model: str = "CarperAI/diff-codegen-350m-v2"
     commit_messages: Optional[list[str]] = None
+    # weighted: drawn by weight; bandit: Thompson sampling rewarded by placements (elm/mutation/messages.py)
+    message_selection: str = "weighted"
     children_per_parent: int = 1
     temperature: float = 0.8
     top_p: float = 0.95
@@ -104,6 +106,7 @@ _CHOICES = {
     "archive.kind": ("grid", "cvt"),
     "archive.selection": ("uniform",),
     "mutation.operator": ("gp", "diff", "null"),
+    "mutation.message_selection": ("weighted", "bandit"),
     "mutation.dtype": ("auto", "float32", "bfloat16", "float16"),
     "sandbox.backend": ("docker", "local"),
     "sandbox.transport": ("auto", "socket", "attach"),

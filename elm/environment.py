@@ -123,6 +123,9 @@ class Environment:
     )
     # The fitness floor for the QD score (sum over elites of fitness - qd_offset).
     qd_offset: ClassVar[float] = 0.0
+    # `elm verify`: how far a re-run's fitness and descriptor values may be from the stored
+    # ones and still count as reproduced (absolute; 0.0: exactly).
+    reproduce_tolerance: ClassVar[float] = 0.0
 
     def __init__(self, seeds: Sequence[str] | None = None, **options: Any) -> None:
         if options:
@@ -161,6 +164,11 @@ class Environment:
 
     def score(self, result: Any) -> Score:
         raise NotImplementedError
+
+    def verify(self, result: Any) -> str | None:
+        """`elm verify`'s stricter, independent check of a result `score` accepted: why it
+        fails, or None. The default checks nothing more."""
+        return None
 
     def render(self, result: Any, path: str) -> str | None:
         """Draw a picture of a result into `path` (without suffix); return the file written."""

@@ -114,7 +114,11 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
 
 
 def _meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict:
+    from dataclasses import asdict
+
     from omegaconf import OmegaConf
+
+    from elm.mutation.prompt import commit_messages_for
 
     return {
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
@@ -122,6 +126,7 @@ def _meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict
         "environment_options": dict(config.environment.options),
         "archive": archive.layout(),
         "qd_offset": environment.qd_offset,
+        "commit_messages": [asdict(m) for m in commit_messages_for(config, environment)],
         "created_at": time.time(),
         "elm_version": __version__,
     }

@@ -118,6 +118,20 @@ class IterationMetrics:
 
 
 @dataclass(frozen=True)
+class MessageOutcome:
+    """How the children of one iteration fared that were drawn one commit message."""
+
+    iteration: int
+    message: str
+    tries: int
+    ran: int
+    placed: int
+    new: int
+    improved: int
+    reused: int
+
+
+@dataclass(frozen=True)
 class SnapshotRow:
     niche: int
     candidate_id: int
@@ -223,6 +237,26 @@ class RunStore:
     def scored_candidates(self) -> Iterator[CandidateRecord]:
         """Every scored candidate in the order it was offered to the archive."""
         return self._select_candidates("WHERE status = 'ok'", ())
+
+    def evaluated_candidates(self) -> Iterator[CandidateRecord]:
+        """Candidates whose program was evaluated, not reused from an earlier one, in id order."""
+        return self._select_candidates(
+            "WHERE source IS NOT NULL AND stage NOT IN ('unchanged', 'duplicate')", ())
+
+    def message_outcomes(self, iteration: int | None = None) -> list[MessageOutcome]:
+        """Per iteration (all, or one) and drawn commit message (`extras.drawn_message`):
+        tries, how many ran in the sandbox, were placed (as a new niche or an improved
+        elite), or reused an earlier evaluation."""
+        where, params = ("WHERE iteration = ?", (iteration,)) if iteration is not None else ("", ())
+        rows = self._db.execute(
+            "SELECT iteration, message, count(*), sum(stage IN ('ran', 'scored', 'placed')),"
+            " sum(stage = 'placed'), sum(placement = 'new'), sum(placement = 'improved'),"
+            " sum(stage IN ('unchanged', 'duplicate')) FROM ("
+            "  SELECT iteration, stage, coalesce(placement, '') AS placement,"
+            "  json_extract(extras, '$.drawn_message') AS message"
+            f"  FROM candidates {where}) WHERE message IS NOT NULL"
+            " GROUP BY iteration, message ORDER BY iteration, message", params)
+        return [MessageOutcome(*row) for row in rows]
 
     def sources(self, ids: Iterable[int]) -> dict[int, str]:
         ids = list(ids)

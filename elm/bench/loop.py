@@ -1,4 +1,6 @@
-"""The loop's own overhead: null mutator, null environment, in-memory null sandbox, store on."""
+"""The loop's own overhead: a mutator that writes a new trivial program per child (none is
+a duplicate, so every child reaches the sandbox), null environment, in-memory null sandbox,
+store on."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from elm.config import build_config
 from elm.environment import DescriptorSpace, Dimension, Environment, Program, Score
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
-from elm.mutation.gp import NullMutator
+from elm.mutation import Child, InProcessMutator, MutationRequest
 from elm.sandbox import Job, Outcome
 from elm.store import RunStore
 
@@ -28,6 +30,21 @@ class _NullEnvironment(Environment):
 
     def score(self, result: Any) -> Score:
         return Score.of(result["fitness"], result["descriptor"])
+
+
+class _SerialMutator(InProcessMutator):
+    """Child number k is `def main(): return k`: no mutation cost, never a duplicate."""
+
+    name = "serial"
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
+        first, self._next = self._next, self._next + len(requests)
+        return [Child(r.parent_id, f"def main():\n    return {first + i}\n", self.name,
+                      commit_message=r.commit_message, diff="", stage="applied")
+                for i, r in enumerate(requests)]
 
 
 class _NullSandbox:
@@ -62,7 +79,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="elm-bench-loop-") as run_dir:
         store = RunStore.create(run_dir, {"archive": archive.layout()})
         evaluator = Evaluator(environment, _NullSandbox(0), config.sandbox)
-        loop = EvolutionLoop(config, environment, archive, NullMutator(), evaluator, store)
+        loop = EvolutionLoop(config, environment, archive, _SerialMutator(), evaluator, store)
         started = time.perf_counter()
         loop.run()
         elapsed = time.perf_counter() - started

@@ -17,6 +17,11 @@ if TYPE_CHECKING:
 
 # The validity funnel, in order. Mutators report up to "applied"; the loop adds the rest.
 STAGES = ("generated", "parsed", "applied", "compiled", "ran", "scored", "placed")
+# Where a child leaves the funnel after "applied" without being evaluated, because its
+# program was evaluated before: as its parent (`unchanged`) or as another candidate.
+REUSED_STAGES = ("unchanged", "duplicate")
+# The funnel as stored and shown: the stages in order, the reused ones after "applied".
+FUNNEL = STAGES[:3] + REUSED_STAGES + STAGES[3:]
 
 
 @dataclass(frozen=True)

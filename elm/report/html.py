@@ -50,6 +50,7 @@ def run_page(run: Run, state: ArchiveState, records: Mapping[int, CandidateRecor
         _problems(run.problems),
         _overview(summary),
         _archive_section(state),
+        _messages_section(run),
         _plots_section(plots),
     ])
     return _page(f"elm report: {run.name}", body, data, script=True)
@@ -130,6 +131,24 @@ def _overview(summary: dict[str, Any]) -> str:
             f"<div><h2>Archive</h2>{archive}</div>"
             f"<div><h2>Candidates ({summary['candidates']})</h2>{statuses}</div>"
             f"<div><h2>Validity funnel</h2>{funnel}</div></section>")
+
+
+def _messages_section(run: Run) -> str:
+    from elm.report.messages import COUNTS, message_selection, message_statistics
+
+    rows = message_statistics(run)
+    if not rows:
+        return ""
+    bandit = message_selection(run) == "bandit"
+    headers = ["message", "weight", *COUNTS, "placed share"] + (["expected success"] if bandit else [])
+    table = _table(headers, [
+        [r["text"], fmt_number(r["weight"]), *(r[name] for name in COUNTS), fmt_percent(r["placed_share"])]
+        + ([fmt_percent(r["posterior_mean"])] if bandit else [])
+        for r in rows
+    ], table_id="messages")
+    return (f"<section id='messages'><h2>Commit messages ({escape(message_selection(run))} selection)</h2>"
+            f"<p class='sub'>The children each message was drawn for. A GP mutation ignores the "
+            f"message, so there the figures show what chance alone gives.</p>{table}</section>")
 
 
 def _archive_section(state: ArchiveState) -> str:

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from elm.errors import UserError
-from elm.mutation import STAGES
-from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, RunStore, SnapshotRow
+from elm.mutation import FUNNEL, REUSED_STAGES
+from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, MessageOutcome, RunStore, SnapshotRow
 
 T = TypeVar("T")
 
@@ -201,7 +201,11 @@ class Run:
         totals: Counter[str] = Counter()
         for row in metrics:
             totals.update(row.funnel)
-        return {stage: int(totals.get(stage, 0)) for stage in STAGES}
+        return {stage: int(totals.get(stage, 0)) for stage in FUNNEL}
+
+    def message_outcomes(self) -> list[MessageOutcome]:
+        """How the children of each drawn commit message fared, per iteration."""
+        return self._read("the commit message outcomes", self._store.message_outcomes, [])
 
     def status_counts(self) -> dict[str, int]:
         counts = self._read("the candidate statuses", self._store.status_counts, None)
@@ -300,6 +304,7 @@ class Run:
         best_record = self.candidate(best.candidate_id) if best else None
         last = self.last_iteration
         configured = self.configured_iterations
+        funnel = self.funnel()
         return {
             "run_dir": str(self.path),
             "environment": self.environment,
@@ -311,7 +316,8 @@ class Run:
             "finished": configured is not None and last == configured,
             "candidates": sum(statuses.values()),
             "statuses": statuses,
-            "funnel": self.funnel(),
+            "funnel": funnel,
+            "reused_shares": reused_shares(funnel),
             "archive_state": state.label,
             "cells": state.cells,
             "num_elites": state.num_elites,
@@ -433,6 +439,12 @@ def best_per_niche(scored: Sequence[CandidateRecord]) -> list[SnapshotRow]:
             best[record.niche] = record
     return [SnapshotRow(niche, r.id, float(r.fitness), tuple(r.descriptor or ()))
             for niche, r in sorted(best.items())]
+
+
+def reused_shares(funnel: dict[str, int]) -> dict[str, float | None]:
+    """The share of generated candidates that were not evaluated, by reason."""
+    generated = funnel.get("generated") or 0
+    return {stage: funnel.get(stage, 0) / generated if generated else None for stage in REUSED_STAGES}
 
 
 def _intact(record: CandidateRecord) -> bool:
