@@ -6,6 +6,7 @@ run killed at any point loses at most the iteration in flight.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
@@ -284,10 +285,14 @@ _RESULT_INDEX = _CANDIDATE_FIELDS.index("result")
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    if readonly and not os.access(path, os.W_OK):
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    connection = sqlite3.connect(path, check_same_thread=False)
     if readonly:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        # A read-write connection told not to write: the last connection to close folds the
+        # WAL back into run.sqlite and removes -wal/-shm, which a mode=ro connection cannot.
+        connection.execute("PRAGMA query_only=ON")
     else:
-        connection = sqlite3.connect(path, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
     return connection

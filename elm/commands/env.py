@@ -10,6 +10,7 @@ problem found. Exit code 0: all good; 1: a seed or the contract failed; 2: bad i
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -52,6 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = env.add_subparsers(dest="env_command", required=True)
 
     listing = actions.add_parser("list", help="environments: built-in, installed entry points")
+    listing.add_argument("--json", action="store_true", help="print one JSON list")
     listing.set_defaults(handler=_list)
 
     check = actions.add_parser("check", help="run an environment's seeds through the sandbox and scoring")
@@ -64,17 +66,39 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    rows = _environment_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
     table = Table(Column("name", no_wrap=True), Column("from", overflow="fold"), "descriptors", "seeds", "file")
-    for name, origin in sorted(available_environments().items()):
-        try:
-            environment = load_environment(name)
-            seeds = ", ".join(p.name or "?" for p in environment.seeds())
-            descriptors = ", ".join(_dimension_text(d) for d in environment.descriptor_space.dimensions)
-            table.add_row(name, origin, descriptors, seeds, environment.file_name)
-        except Exception as error:  # a broken plug-in is listed, not fatal
-            table.add_row(name, origin, f"[red]cannot load: {error}[/red]", "", "")
+    for row in rows:
+        if row["error"] is not None:
+            table.add_row(row["name"], row["from"], f"[red]cannot load: {row['error']}[/red]", "", "")
+            continue
+        descriptors = ", ".join(_dimension_text(d) for d in row["descriptors"])
+        table.add_row(row["name"], row["from"], descriptors, ", ".join(row["seeds"]), row["file"])
     Console().print(table)
     return 0
+
+
+def _environment_rows() -> list[dict[str, Any]]:
+    """One row per installed environment; one that cannot load is listed with its error."""
+    rows: list[dict[str, Any]] = []
+    for name, origin in sorted(available_environments().items()):
+        row: dict[str, Any] = {"name": name, "from": origin, "descriptors": [], "seeds": [], "file": None,
+                               "error": None}
+        try:
+            environment = load_environment(name)
+            row["seeds"] = [p.name or "?" for p in environment.seeds()]
+            row["descriptors"] = [
+                {"name": d.name, "low": d.low, "high": d.high, "bins": d.bins}
+                for d in environment.descriptor_space.dimensions
+            ]
+            row["file"] = environment.file_name
+        except Exception as error:  # a broken plug-in is listed, not fatal
+            row["error"] = str(error)
+        rows.append(row)
+    return rows
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -238,8 +262,8 @@ def _render(environment: Environment, seed: Program, result: Any, folder: Path,
     return []
 
 
-def _dimension_text(dimension: Any) -> str:
-    return f"{dimension.name} [{dimension.low:g}, {dimension.high:g}] x{dimension.bins}"
+def _dimension_text(dimension: dict[str, Any]) -> str:
+    return f"{dimension['name']} [{dimension['low']:g}, {dimension['high']:g}] x{dimension['bins']}"
 
 
 def _last_line(text: str) -> str:
