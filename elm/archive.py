@@ -66,8 +66,6 @@ class Archive:
         centroids: Sequence[Sequence[float]] | None = None,
         seed: int = 0,
     ) -> None:
-        if config.selection not in SELECTIONS:
-            raise UserError(f"unknown archive.selection {config.selection!r}")
         self.kind = config.kind
         self._select = SELECTIONS[config.selection]
         self.names = space.names
