@@ -6,8 +6,9 @@ holds no programs: the run store does. Parent selection is a named strategy.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from ribs.archives import CVTArchive, GridArchive, k_means_centroids

@@ -8,10 +8,11 @@ the resolved values.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import reduce
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -73,20 +74,20 @@ class RunConfig:
     seed: int = key(0, about="seed of parent selection, mutation and the archive")
     snapshot_every: int = key(10, above=0, about="store a snapshot of the archive every this many iterations")
     out: str = key("runs", about="folder that holds the run folders (when --out is not given)")
-    name: Optional[str] = key(None, about="run folder name prefix (default: the environment's name)")
+    name: str | None = key(None, about="run folder name prefix (default: the environment's name)")
 
 
 @dataclass
 class EnvironmentConfig:
     name: str = key(about="built-in name, entry point name, or module:Class")
     options: dict[str, Any] = key(factory=dict, about="keyword options of the environment (see `elm env list`)")
-    seeds: Optional[list[str]] = key(None, about="names of the seed programs to start from (null: all)")
+    seeds: list[str] | None = key(None, about="names of the seed programs to start from (null: all)")
 
 
 @dataclass
 class ArchiveConfig:
     kind: str = key("grid", choices=("grid", "cvt"), about="MAP-Elites grid, or a CVT archive of cvt_cells cells")
-    bins: Optional[list[int]] = key(None, above=0,
+    bins: list[int] | None = key(None, above=0,
                                     about="grid cells per descriptor (null: the environment's bins)")
     cvt_cells: int = key(512, above=0, about="cells of a CVT archive")
     cvt_samples: int = key(20000, above=0, about="random samples the CVT centroids are fitted to")
@@ -98,7 +99,7 @@ class MutationConfig:
     operator: str = key("gp", choices=("gp", "diff", "null"),
                         about="diff: the diff model; gp: random source edits; null: copies (a baseline)")
     model: str = key("CarperAI/diff-codegen-350m-v2", about="diff model: a hub id or a local folder")
-    commit_messages: Optional[list[str]] = key(
+    commit_messages: list[str] | None = key(
         None, about="commit messages the diff model is prompted with (null: the environment's)")
     children_per_parent: int = key(1, above=0, about="children sampled from one prompt (they share its prefill)")
     temperature: float = key(0.8, at_least=0, about="sampling temperature of the diff model (0: greedy)")
@@ -124,14 +125,15 @@ class WorkersConfig:
 
 @dataclass
 class RayConfig:
-    address: Optional[str] = key(None, about="Ray cluster to join (HEAD_IP:6379, auto); null: a local Ray")
+    address: str | None = key(None, about="Ray cluster to join (HEAD_IP:6379, auto); null: a local Ray")
 
 
 @dataclass
 class SandboxConfig:
     backend: str = key("docker", choices=("docker", "local"),
                        about="docker: locked-down containers; local: processes on this machine")
-    image: str = key(factory=default_image, about="sandbox image (default: $ELM_SANDBOX_IMAGE, else elm-sandbox:latest)")
+    image: str = key(factory=default_image,
+                     about="sandbox image (default: $ELM_SANDBOX_IMAGE, else elm-sandbox:latest)")
     pool_size: int = key(2, above=0, about="warm runners (containers or processes) evaluating at once")
     timeout_s: float = key(5.0, above=0, about="wall-clock limit of one candidate, in seconds")
     memory_mb: int = key(256, above=0, about="memory limit of one candidate, in MB")
@@ -141,7 +143,8 @@ class SandboxConfig:
     scratch_mb: int = key(64, above=0, about="size of the scratch folder a candidate may write to, in MB")
     reconnect_s: float = key(30.0, at_least=0, about="how long to wait for a restarted Docker daemon, in seconds")
     transport: str = key("auto", choices=("auto", "socket", "attach"),
-                         about="socket: a unix socket (local daemon); attach: container stdin/stdout; auto: the fitting one")
+                         about="socket: a unix socket (local daemon); attach: container stdin/stdout; "
+                               "auto: the one that fits the daemon")
 
 
 @dataclass

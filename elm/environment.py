@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from elm.errors import UserError
 
@@ -86,14 +87,14 @@ class Score:
         return self.invalid_reason is None
 
     @classmethod
-    def of(cls, fitness: float, descriptor: Sequence[float], **extras: Any) -> "Score":
+    def of(cls, fitness: float, descriptor: Sequence[float], **extras: Any) -> Score:
         values = [float(fitness), *map(float, descriptor)]
         if not all(math.isfinite(v) for v in values):
             return cls.invalid("fitness or descriptor is not finite")
         return cls(fitness=values[0], descriptor=tuple(values[1:]), extras=extras)
 
     @classmethod
-    def invalid(cls, reason: str) -> "Score":
+    def invalid(cls, reason: str) -> Score:
         return cls(invalid_reason=reason)
 
 

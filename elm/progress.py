@@ -14,7 +14,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from elm.store import IterationMetrics
 
-
 PLAIN_EVERY = 10
 
 
@@ -36,7 +35,7 @@ class RunProgress:
         )
         self._task = self._progress.add_task("run", total=total_iterations, summary="")
 
-    def __enter__(self) -> "RunProgress":
+    def __enter__(self) -> RunProgress:
         return self
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:

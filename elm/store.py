@@ -9,9 +9,10 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from elm.errors import UserError
 
@@ -135,7 +136,7 @@ class RunStore:
         self._db = connection
 
     @classmethod
-    def create(cls, run_dir: str | Path, meta: dict[str, Any]) -> "RunStore":
+    def create(cls, run_dir: str | Path, meta: dict[str, Any]) -> RunStore:
         path = Path(run_dir) / STORE_FILE
         store = cls(path, _connect(path))
         with store._db:
@@ -147,7 +148,7 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, run_dir: str | Path, readonly: bool = False) -> "RunStore":
+    def open(cls, run_dir: str | Path, readonly: bool = False) -> RunStore:
         path = Path(run_dir) / STORE_FILE
         if not Path(run_dir).is_dir():
             raise UserError(f"run folder not found: {run_dir}")
@@ -235,7 +236,7 @@ class RunStore:
         return found
 
     def metrics(self) -> list[IterationMetrics]:
-        columns = [f for f in IterationMetrics.__dataclass_fields__]
+        columns = list(IterationMetrics.__dataclass_fields__)
         rows = self._db.execute(f"SELECT {', '.join(columns)} FROM iterations ORDER BY iteration")
         return [IterationMetrics(**_decode(dict(zip(columns, row)))) for row in rows]
 

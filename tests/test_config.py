@@ -52,7 +52,7 @@ def test_missing_and_unparsable_files(tmp_path):
 
 
 def test_environment_name_is_required(tmp_path):
-    with pytest.raises(ConfigError, match="environment.name"):
+    with pytest.raises(ConfigError, match=r"environment\.name"):
         load_config(_write(tmp_path, "run:\n  iterations: 2\n"))
 
 

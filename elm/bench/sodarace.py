@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> dict:
     seeds = {}
     for name, result in _seed_results(environment).items():
         score = environment.score(result)
-        seconds = _fastest(lambda: environment.score(result), repeat)
+        seconds = _fastest(partial(environment.score, result), repeat)
         seeds[name] = {
             "ms": round(1000 * seconds, 2),
             "fitness": round(score.fitness, 3) if score.valid else None,
@@ -117,7 +118,7 @@ def _scaling(environment: Sodarace, repeat: int) -> list[dict]:
     for joints, muscles, active in shapes:
         walker = _lattice(joints, muscles, active)
         motion = simulate(walker, environment.physics)
-        seconds = _fastest(lambda: simulate(walker, environment.physics), repeat)
+        seconds = _fastest(partial(simulate, walker, environment.physics), repeat)
         rows.append({
             "joints": joints,
             "muscles": muscles,

@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 from rich.table import Column, Table
@@ -114,8 +115,8 @@ def _check(args: argparse.Namespace) -> int:
         console.print(f"[red]problem:[/red] {failure}", highlight=False)
         return 1
     if problems:
-        for problem in problems:
-            console.print(f"[red]problem:[/red] {problem}", highlight=False)
+        for declared in problems:
+            console.print(f"[red]problem:[/red] {declared}", highlight=False)
         return 1
     rows = _run_seeds(environment, seeds, config)
     archive = Archive(environment.descriptor_space, config.archive, qd_offset=environment.qd_offset,
@@ -234,7 +235,7 @@ def _hostile_result_problems(environment: Environment) -> list[str]:
     return problems
 
 
-def _row(seed: Program, outcome: Outcome, score: Score | None, archive: "Archive",
+def _row(seed: Program, outcome: Outcome, score: Score | None, archive: Archive,
          problem: str | None) -> list[str]:
     status = "invalid" if outcome.status == "ok" and problem else outcome.status
     if problem or score is None or score.fitness is None:

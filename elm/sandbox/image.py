@@ -16,8 +16,9 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from elm.sandbox import SandboxUnavailable
 
@@ -178,7 +179,8 @@ def _docker_build(client: Any, image: str, base: str, recipe: str, fresh: bool) 
             nocache=fresh,
         )
     except docker.errors.BuildError as problem:
-        tail = " | ".join(str(entry.get("stream", entry.get("error", ""))).strip() for entry in list(problem.build_log)[-5:])
+        tail = " | ".join(str(entry.get("stream", entry.get("error", ""))).strip()
+                          for entry in list(problem.build_log)[-5:])
         raise SandboxUnavailable(f"building {image} failed: {problem.msg} ({tail})") from None
     return built
 
