@@ -6,7 +6,6 @@ run killed at any point loses at most the iteration in flight.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -286,8 +285,6 @@ _RESULT_INDEX = _CANDIDATE_FIELDS.index("result")
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
-    if readonly and not os.access(path, os.W_OK):
-        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
     connection = sqlite3.connect(path, check_same_thread=False)
     if readonly:
         # A read-write connection told not to write: the last connection to close folds the
