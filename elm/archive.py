@@ -6,8 +6,9 @@ holds no programs: the run store does. Parent selection is a named strategy.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from ribs.archives import CVTArchive, GridArchive, k_means_centroids
@@ -66,8 +67,6 @@ class Archive:
         centroids: Sequence[Sequence[float]] | None = None,
         seed: int = 0,
     ) -> None:
-        if config.selection not in SELECTIONS:
-            raise UserError(f"unknown archive.selection {config.selection!r}")
         self.kind = config.kind
         self._select = SELECTIONS[config.selection]
         self.names = space.names

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from elm.errors import UserError
 
@@ -148,7 +149,7 @@ class RunStore:
         self._db = connection
 
     @classmethod
-    def create(cls, run_dir: str | Path, meta: dict[str, Any]) -> "RunStore":
+    def create(cls, run_dir: str | Path, meta: dict[str, Any]) -> RunStore:
         path = Path(run_dir) / STORE_FILE
         store = cls(path, _connect(path))
         with store._db:
@@ -160,7 +161,7 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, run_dir: str | Path, readonly: bool = False) -> "RunStore":
+    def open(cls, run_dir: str | Path, readonly: bool = False) -> RunStore:
         path = Path(run_dir) / STORE_FILE
         if not Path(run_dir).is_dir():
             raise UserError(f"run folder not found: {run_dir}")
@@ -268,7 +269,7 @@ class RunStore:
         return found
 
     def metrics(self) -> list[IterationMetrics]:
-        columns = [f for f in IterationMetrics.__dataclass_fields__]
+        columns = list(IterationMetrics.__dataclass_fields__)
         rows = self._db.execute(f"SELECT {', '.join(columns)} FROM iterations ORDER BY iteration")
         return [IterationMetrics(**_decode(dict(zip(columns, row)))) for row in rows]
 
@@ -318,10 +319,12 @@ _RESULT_INDEX = _CANDIDATE_FIELDS.index("result")
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, check_same_thread=False)
     if readonly:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        # A read-write connection told not to write: the last connection to close folds the
+        # WAL back into run.sqlite and removes -wal/-shm, which a mode=ro connection cannot.
+        connection.execute("PRAGMA query_only=ON")
     else:
-        connection = sqlite3.connect(path, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
     return connection

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 RECORD_START = "<NME>"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
-_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 # Enough trailing tokens to contain a whole RECORD_START, however it was split.
 _RECORD_START_TAIL_TOKENS = 2 * len(RECORD_START)
 
@@ -85,8 +84,6 @@ def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    if dtype not in _DTYPE_NAMES:
-        raise ModelLoadError(f"mutation.dtype must be one of auto, {', '.join(_DTYPE_NAMES)}; got {dtype!r}")
     if dtype == "float16" and device.type == "cpu":
         raise ModelLoadError("mutation.dtype float16 is not supported on CPU; use bfloat16 or float32")
     return getattr(torch, dtype)
