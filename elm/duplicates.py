@@ -76,8 +76,9 @@ class EvaluatedPrograms:
         for index in fresh:
             self._remember(keys[index], records[index])
         for index, child in enumerate(children):
-            if index not in records:
-                records[index] = self._reused(evaluator, child, ids[index], iteration, keys[index])
+            key = keys[index]
+            if index not in records and key is not None:
+                records[index] = self._reused(evaluator, child, ids[index], iteration, key)
         return [records[index] for index in range(len(children))]
 
     def _remember(self, key: str | None, record: CandidateRecord) -> None:
