@@ -107,6 +107,7 @@ def test_live_view_matches_the_store(dashboard: Dashboard, runs_folder: Path, na
             assert step["diff"] == store.candidate(step["id"]).diff
 
         _, messages = get(dashboard.url + f"api/runs/{name}/messages")
+        assert messages["counted"] == messages["candidates"] == live["candidates"]
         mutated = [c for c in store.candidates() if c.operator != "seed"]
         assert sum(m["tries"] for m in messages["messages"]) == len(mutated)
         assert sum(m["placed"] for m in messages["messages"]) == sum(c.stage == "placed" for c in mutated)

@@ -4,6 +4,7 @@ leaves 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from pathlib import Path
@@ -62,6 +63,16 @@ def progress(browser) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+@contextlib.contextmanager
+def serving(browser, folder: Path) -> Iterator[Dashboard]:
+    """A dashboard for the test; the browser leaves its page before the server stops."""
+    with Dashboard(folder, port=0) as dashboard:
+        try:
+            yield dashboard
+        finally:
+            browser.get("about:blank")
+
+
 def wait(browser, seconds: float = 30) -> WebDriverWait:
     return WebDriverWait(browser, seconds, ignored_exceptions=(StaleElementReferenceException,))
 
@@ -88,7 +99,7 @@ def only_local_requests(browser, url: str) -> list[str]:
 
 
 def test_the_run_page_follows_a_run_in_progress(browser, live_run: Path) -> None:
-    with Dashboard(live_run, port=0) as dashboard:
+    with serving(browser, live_run) as dashboard:
         assert dashboard.url.startswith("http://127.0.0.1:")
         open_page(browser, dashboard.url + "runs/live/")
         browser.execute_script("window.notReloaded = true")
@@ -121,7 +132,7 @@ def test_the_runs_list_follows_runs(browser, live_run: Path, toy_run: Path) -> N
     import shutil
 
     shutil.copytree(toy_run, live_run / "done")
-    with Dashboard(live_run, port=0) as dashboard:
+    with serving(browser, live_run) as dashboard:
         load(browser, dashboard.url)
         wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#runs tbody tr")) == 2)
         done = browser.find_element(By.CSS_SELECTOR, "#runs tr[data-run='done']")
@@ -141,7 +152,7 @@ def test_a_finished_3d_run_has_slices_and_a_snapshot_slider(browser, tmp_path: P
         first = len(store.snapshot(snapshots[0]))
     finally:
         store.close()
-    with Dashboard(run, port=0) as dashboard:
+    with serving(browser, run) as dashboard:
         open_page(browser, dashboard.url)
         assert progress(browser) == (4, 4)
         wait(browser).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#archive-map svg")) == 12)

@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from elm.errors import UserError
-from elm.serve.watch import RunWatch
+from elm.serve.watch import RunWatch, legend_colors
 from elm.store import STORE_FILE
 
 _POLICY = ("default-src 'none'; connect-src 'self'; script-src 'self'; style-src 'self'; "
@@ -67,6 +67,7 @@ class RunFolders:
 
 def create_app(folder: Path) -> Starlette:
     runs = RunFolders(folder)
+    legend_colors()  # imports matplotlib now, not while the first page waits
 
     def index(request: Request) -> Response:
         if runs.single:
@@ -105,7 +106,7 @@ def create_app(folder: Path) -> Starlette:
         return _with_run(request, lambda w: w.picture(request.path_params["candidate_id"]))
 
     def api_messages(request: Request) -> Response:
-        return _with_run(request, lambda w: {"messages": w.messages()})
+        return _with_run(request, lambda w: w.messages())
 
     def _with_run(request: Request, view: Callable[[RunWatch], Any]) -> Response:
         try:

@@ -8,6 +8,7 @@ autocommit query fully fetched at once: the writer never waits for the dashboard
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -26,6 +27,8 @@ from elm.store import STORE_FILE, IterationMetrics, RunStore, SnapshotRow
 METRICS_PAGE = 5000
 EVENTS_PAGE = 200
 LINEAGE_LIMIT = 5000
+MESSAGES_CHUNK = 50_000
+MESSAGES_BUDGET_S = 0.3
 _PICTURES_KEPT = 64
 _EXTRAS_LIMIT = 4096
 # A run that is not finished counts as running while its store changed this recently.
@@ -113,7 +116,7 @@ class RunWatch:
             "layout": _layout_dict(self.layout),
             "elites": [self._elite_dict(row) for row in elites],
             "fitness_range": [elites[-1].fitness, elites[0].fitness] if elites else None,
-            "colors": _legend_colors(),
+            "colors": legend_colors(),
         }
 
     def _current_elites(self) -> list[SnapshotRow]:
@@ -187,18 +190,23 @@ class RunWatch:
 
     # -- events and messages --------------------------------------------------------------------
 
-    def messages(self) -> list[dict[str, Any]]:
-        """Per commit message statistics over every candidate so far, most tried first."""
+    def messages(self) -> dict[str, Any]:
+        """Per commit message statistics, most tried first. They are counted a range of
+        candidate ids at a time, for at most MESSAGES_BUDGET_S per call, so a call on a
+        large run answers quickly; `counted` says how many candidates they cover so far."""
+        deadline = time.perf_counter() + MESSAGES_BUDGET_S
         with self._lock:
             newest = self._store.next_candidate_id() - 1
-            if newest > (self._messages_read_to if self._messages_read_to is not None else -1):
-                for row in self._store.message_counts(self._messages_read_to, newest):
-                    counts = self._messages.setdefault(row.pop("text"), Counter())
-                    counts.update(row)
-                self._messages_read_to = newest
+            read_to = -1 if self._messages_read_to is None else self._messages_read_to
+            while read_to < newest and time.perf_counter() < deadline:
+                upto = min(read_to + MESSAGES_CHUNK, newest)
+                for row in self._store.message_counts(read_to, upto):
+                    self._messages.setdefault(row.pop("text"), Counter()).update(row)
+                read_to = self._messages_read_to = upto
             rows = [{"text": text, **{k: counts.get(k, 0) for k in _MESSAGE_FIGURES}}
                     for text, counts in self._messages.items()]
-        return sorted(rows, key=lambda r: (-r["tries"], str(r["text"])))
+        rows.sort(key=lambda r: (-r["tries"], str(r["text"])))
+        return {"messages": rows, "counted": read_to + 1, "candidates": newest + 1}
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -233,7 +241,8 @@ class RunWatch:
 _MESSAGE_FIGURES = ("tries", "ran", "placed", "new_niches", "improvements")
 
 
-def _legend_colors() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def legend_colors() -> list[str]:
     """Nine stops of the report's colour map, for the page to colour niches by fitness."""
     from matplotlib import colormaps
     from matplotlib.colors import to_hex

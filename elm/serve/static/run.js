@@ -16,7 +16,7 @@
     metrics: [], events: [], snapshots: [], names: [],
     archive: null, archiveKey: null, lastIteration: null,
     elitesByNiche: new Map(), selectedNiche: null, shownCandidate: null, polls: 0,
-    messagesAt: undefined, messagesPoll: -Infinity, drawnLayout: null,
+    messagesAt: undefined, messagesPoll: -Infinity, messagesDone: false, drawnLayout: null,
   };
 
   // -- header and overview ---------------------------------------------------------------------
@@ -123,9 +123,13 @@
       const rows = data.messages.slice(0, 40).map((m) => [
         el("span", { class: "detail-text" }, m.text === null ? "(none)" : m.text),
         m.tries, m.ran, m.placed, m.new_niches, m.improvements]);
-      box.replaceChildren(rows.length
+      const counting = data.counted < data.candidates
+        ? el("p", { class: "hint", id: "messages-counting" }, `counted over ${data.counted} of ${data.candidates} candidates so far`)
+        : null;
+      state.messagesDone = !counting;
+      box.replaceChildren(...[counting, rows.length
         ? table(rows, ["commit message", "tries", "ran", "placed", "new niches", "improvements"])
-        : el("p", { class: "hint" }, "No mutated candidate yet."));
+        : el("p", { class: "hint" }, "No mutated candidate yet.")].filter(Boolean));
     } catch (error) {
       box.replaceChildren(el("p", { class: "hint" }, `message statistics unavailable: ${error.message}`));
     }
@@ -409,7 +413,8 @@
       }
       updateSlider();
       if (changed) await loadArchive(false);
-      if (state.messagesAt !== live.last_iteration && state.polls - state.messagesPoll >= MESSAGES_EVERY) {
+      const messagesDue = state.messagesDone ? state.polls - state.messagesPoll >= MESSAGES_EVERY : true;
+      if ((state.messagesAt !== live.last_iteration || !state.messagesDone) && messagesDue) {
         state.messagesAt = live.last_iteration;
         state.messagesPoll = state.polls;
         refreshMessages();
