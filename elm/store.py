@@ -5,6 +5,7 @@ run killed at any point loses at most the iteration in flight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -272,6 +273,15 @@ class RunStore:
         return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
 
     # -- paged reading, for views of a run that is still being written -------------------
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: the queries inside see the same committed state."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
     def latest_metrics(self) -> IterationMetrics | None:
         rows = self.metrics_after(None, limit=1, newest_first=True)

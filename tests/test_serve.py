@@ -198,3 +198,29 @@ def test_a_non_local_host_is_served_with_a_warning(toy_run: Path) -> None:
         server.terminate()
         _, err = server.communicate(timeout=30)
     assert "no authentication" in err
+
+
+def test_events_arrive_a_page_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    from elm.serve import watch
+    from elm.store import IterationMetrics
+
+    store = RunStore.create(tmp_path, {"config": {"run": {"iterations": 3}}})
+    kinds = ["worker_restarted", "batch_retried", "model_updated"]
+    for iteration, kind in enumerate(kinds):
+        metrics = IterationMetrics(iteration=iteration, wall_s=1.0, candidates=0, coverage=0.0, qd_score=0.0,
+                                   num_elites=0, max_fitness=None, mean_fitness=None, evals_per_s=0.0,
+                                   statuses={}, funnel={})
+        store.record_iteration([], metrics, events=[(kind, {"iteration": iteration})])
+    store.close()
+    monkeypatch.setattr(watch, "EVENTS_PAGE", 2)
+    watched = watch.RunWatch(tmp_path)
+    try:
+        first = watched.live(None, None)
+        assert [e["kind"] for e in first["events"]] == kinds[:2]
+        rest = watched.live(None, first["events"][-1]["id"])
+        assert [e["kind"] for e in rest["events"]] == kinds[2:]
+        assert rest["events"][0]["detail"] == {"iteration": 2}
+        assert first["progress"] == "iteration 2 of 3" and first["state"] == "running"
+        assert watched.archive(None)["elites"] == []  # no layout, no elites: still an answer
+    finally:
+        watched.close()

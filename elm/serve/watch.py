@@ -107,23 +107,29 @@ class RunWatch:
             if snapshot is not None:
                 if snapshot not in self._store.snapshot_iterations():
                     raise UserError(f"no snapshot at iteration {snapshot}")
-                rows, label = self._store.snapshot(snapshot), f"snapshot at iteration {snapshot}"
+                iteration, rows = snapshot, self._store.snapshot(snapshot)
+                label = f"snapshot at iteration {snapshot}"
             else:
-                rows, label = self._current_elites(), "current archive"
+                (iteration, rows), label = self._current_elites(), "current archive"
         elites = sorted(rows, key=lambda r: (-r.fitness, r.niche))
         return {
             "label": label,
+            "snapshot": snapshot,
+            "iteration": iteration,
             "layout": _layout_dict(self.layout),
             "elites": [self._elite_dict(row) for row in elites],
             "fitness_range": [elites[-1].fitness, elites[0].fitness] if elites else None,
             "colors": legend_colors(),
         }
 
-    def _current_elites(self) -> list[SnapshotRow]:
+    def _current_elites(self) -> tuple[int | None, list[SnapshotRow]]:
+        """The last committed iteration and the archive after it (read once per iteration;
+        both in one read transaction, so they belong together)."""
         last = self._store.last_iteration()
         if self._archive is None or self._archive[0] != last:
-            self._archive = (last, self._store.current_elites())
-        return self._archive[1]
+            with self._store.reading():
+                self._archive = (self._store.last_iteration(), self._store.current_elites())
+        return self._archive
 
     def _elite_dict(self, row: SnapshotRow) -> dict[str, Any]:
         coordinates = self.layout.coordinates(row.niche) if self.layout else (row.niche,)

@@ -265,9 +265,12 @@
     const key = snapshot === null ? `live:${state.lastIteration}` : `snapshot:${snapshot}`;
     if (!force && key === state.archiveKey) return;
     const query = snapshot === null ? "" : `?snapshot=${snapshot}`;
-    const data = await getJson(`${api}/archive${query}`);
+    showArchive(await getJson(`${api}/archive${query}`));
+  }
+
+  function showArchive(data) {
     state.archive = data;
-    state.archiveKey = key;
+    state.archiveKey = data.snapshot === null ? `live:${data.iteration}` : `snapshot:${data.snapshot}`;
     drawArchive();
     if (state.selectedNiche === null && data.elites.length) selectNiche(data.elites[0].niche);
   }
@@ -393,6 +396,8 @@
     try {
       const lastMetric = state.metrics.length ? state.metrics[state.metrics.length - 1].iteration : "";
       const lastEvent = state.events.length ? state.events[state.events.length - 1].id : "";
+      // The first archive is asked for alongside the first poll: the page fills sooner.
+      const firstArchive = state.polls === 0 ? getJson(`${api}/archive`).catch(() => null) : null;
       const live = await getJson(`${api}/live?metrics_after=${lastMetric}&events_after=${lastEvent}`);
       document.getElementById("connection").textContent = "";
       const changed = live.last_iteration !== state.lastIteration || state.polls === 0;
@@ -412,6 +417,8 @@
         showEvents();
       }
       updateSlider();
+      const first = firstArchive && await firstArchive;
+      if (first && sliderSnapshot() === null) showArchive(first);
       if (changed) await loadArchive(false);
       const messagesDue = state.messagesDone ? state.polls - state.messagesPoll >= MESSAGES_EVERY : true;
       if ((state.messagesAt !== live.last_iteration || !state.messagesDone) && messagesDue) {
