@@ -69,7 +69,8 @@ def describe(result: dict) -> str:
         loop = result["loop"]
         lines.append(f"loop: {loop['alone_per_s']:.0f} candidates/s alone, {loop['watched_per_s']:.0f} "
                      f"watched by a page polling every second ({loop['polls']} polls): "
-                     f"slowdown {loop['slowdown']:.1%} (goal <= 5%)")
+                     f"slowdown {loop['slowdown']:.1%} (goal <= 5%); the dashboard used "
+                     f"{loop['dashboard_cpu_share']:.1%} of a core meanwhile")
     return "\n".join(lines)
 
 
@@ -197,6 +198,7 @@ def _diff(old: str, new: str) -> str:
 
 def _loop_slowdown(args: argparse.Namespace) -> dict[str, Any]:
     alone, watched, polls = [], [], 0
+    watched_s = dashboard_cpu_s = 0.0
     with tempfile.TemporaryDirectory(prefix="elm-bench-serve-loop-") as scratch:
         folder = Path(scratch)
         for trial in range(args.trials):
@@ -206,22 +208,27 @@ def _loop_slowdown(args: argparse.Namespace) -> dict[str, Any]:
             context = multiprocessing.get_context("spawn")
             stop = context.Event()
             counter = context.Value("i", 0)
-            dashboard = context.Process(target=_serve_and_poll, args=(str(folder), run_dir.name, stop, counter))
+            cpu_s = context.Value("d", 0.0)
+            dashboard = context.Process(target=_serve_and_poll,
+                                        args=(str(folder), run_dir.name, stop, counter, cpu_s))
             dashboard.start()
             try:
                 while counter.value == 0:  # the poller has seen the (empty) run
                     time.sleep(0.05)
-                watched.append(loop_bench.measure(args.loop_iterations, args.batch_size, str(run_dir))
-                               ["candidates_per_s"])
+                figures = loop_bench.measure(args.loop_iterations, args.batch_size, str(run_dir))
+                watched.append(figures["candidates_per_s"])
+                watched_s += figures["seconds"]
             finally:
                 stop.set()
                 dashboard.join(30)
                 if dashboard.is_alive():
                     dashboard.kill()
             polls += counter.value
+            dashboard_cpu_s += cpu_s.value
     alone_rate, watched_rate = statistics.median(alone), statistics.median(watched)
     return {"alone_per_s": alone_rate, "watched_per_s": watched_rate, "trials": args.trials,
             "alone": alone, "watched": watched, "polls": polls,
+            "dashboard_cpu_share": round(dashboard_cpu_s / watched_s, 4),
             "slowdown": round(1 - watched_rate / alone_rate, 4)}
 
 
@@ -230,7 +237,7 @@ def _loop_trial(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
     return loop_bench.measure(args.loop_iterations, args.batch_size, str(run_dir))
 
 
-def _serve_and_poll(folder: str, name: str, stop: Any, counter: Any) -> None:
+def _serve_and_poll(folder: str, name: str, stop: Any, counter: Any, cpu_s: Any) -> None:
     """In its own process: `elm serve` on the folder, and a poller asking every second what
     an open run page asks (the poll; the archive and its best elite when an iteration landed;
     the message statistics every fifth poll)."""
@@ -239,12 +246,14 @@ def _serve_and_poll(folder: str, name: str, stop: Any, counter: Any) -> None:
     with Dashboard(folder, port=0) as dashboard:
         api = f"{dashboard.url}api/runs/{name}"
         last_metric, last_event, seen = None, None, object()
-        polls = 0
+        polls, cpu_at_start = 0, None
         while not stop.is_set():
             started = time.perf_counter()
             if name not in [run["name"] for run in _get(f"{dashboard.url}api/runs")["runs"]]:
                 pass  # the runs list, until the run appears
             else:
+                if cpu_at_start is None:  # the loop has started: count what serving it costs
+                    cpu_at_start = time.process_time()
                 query = f"metrics_after={'' if last_metric is None else last_metric}&events_after={last_event or ''}"
                 live = _get(f"{api}/live?{query}")
                 if live["metrics"]:
@@ -261,6 +270,8 @@ def _serve_and_poll(folder: str, name: str, stop: Any, counter: Any) -> None:
             polls += 1
             counter.value = polls
             stop.wait(max(0.0, 1.0 - (time.perf_counter() - started)))
+        if cpu_at_start is not None:
+            cpu_s.value = time.process_time() - cpu_at_start
 
 
 def _get(url: str) -> Any:

@@ -17,6 +17,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from elm.errors import UserError
 from elm.mutation import STAGES
 from elm.report.renders import render_candidates
@@ -112,12 +114,15 @@ class RunWatch:
             else:
                 (iteration, rows), label = self._current_elites(), "current archive"
         elites = sorted(rows, key=lambda r: (-r.fitness, r.niche))
+        coordinates = self._coordinates([row.niche for row in elites])
         return {
             "label": label,
             "snapshot": snapshot,
             "iteration": iteration,
             "layout": _layout_dict(self.layout),
-            "elites": [self._elite_dict(row) for row in elites],
+            "elites": [{"niche": row.niche, "coordinates": where, "candidate_id": row.candidate_id,
+                        "fitness": row.fitness, "descriptor": list(row.descriptor)}
+                       for row, where in zip(elites, coordinates)],
             "fitness_range": [elites[-1].fitness, elites[0].fitness] if elites else None,
             "colors": legend_colors(),
         }
@@ -131,10 +136,12 @@ class RunWatch:
                 self._archive = (self._store.last_iteration(), self._store.current_elites())
         return self._archive
 
-    def _elite_dict(self, row: SnapshotRow) -> dict[str, Any]:
-        coordinates = self.layout.coordinates(row.niche) if self.layout else (row.niche,)
-        return {"niche": row.niche, "coordinates": list(coordinates), "candidate_id": row.candidate_id,
-                "fitness": row.fitness, "descriptor": list(row.descriptor)}
+    def _coordinates(self, niches: list[int]) -> list[list[int]]:
+        """Grid coordinates of many niches at once (a CVT niche is its own coordinate)."""
+        layout = self.layout
+        if layout is None or layout.bins is None or not niches:
+            return [[niche] for niche in niches]
+        return np.stack(np.unravel_index(np.asarray(niches), layout.bins), axis=1).tolist()
 
     # -- candidates -----------------------------------------------------------------------------
 
