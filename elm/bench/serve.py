@@ -202,7 +202,8 @@ def _loop_slowdown(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="elm-bench-serve-loop-") as scratch:
         folder = Path(scratch)
         for trial in range(args.trials):
-            alone.append(_loop_trial(args, folder / f"alone-{trial}")["candidates_per_s"])
+            if trial % 2 == 0:  # alone first, then watched, then the other way round
+                alone.append(_loop_trial(args, folder / f"alone-{trial}")["candidates_per_s"])
             run_dir = folder / f"watched-{trial}"
             run_dir.mkdir()
             context = multiprocessing.get_context("spawn")
@@ -225,6 +226,8 @@ def _loop_slowdown(args: argparse.Namespace) -> dict[str, Any]:
                     dashboard.kill()
             polls += counter.value
             dashboard_cpu_s += cpu_s.value
+            if trial % 2 == 1:
+                alone.append(_loop_trial(args, folder / f"alone-{trial}")["candidates_per_s"])
     alone_rate, watched_rate = statistics.median(alone), statistics.median(watched)
     return {"alone_per_s": alone_rate, "watched_per_s": watched_rate, "trials": args.trials,
             "alone": alone, "watched": watched, "polls": polls,
