@@ -5,6 +5,7 @@ run killed at any point loses at most the iteration in flight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -305,6 +306,74 @@ class RunStore:
             f" FROM candidates WHERE status = 'ok' AND niche IS NOT NULL {limit}"
             ") WHERE rank = 1 ORDER BY niche", params)
         return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
+
+    # -- paged reading, for views of a run that is still being written -------------------
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: the queries inside see the same committed state."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    def latest_metrics(self) -> IterationMetrics | None:
+        rows = self.metrics_after(None, limit=1, newest_first=True)
+        return rows[0] if rows else None
+
+    def metrics_after(self, iteration: int | None, limit: int,
+                      newest_first: bool = False) -> list[IterationMetrics]:
+        """Up to `limit` iterations' metrics after `iteration` (from the start when None)."""
+        columns = [f for f in IterationMetrics.__dataclass_fields__]
+        order = "DESC" if newest_first else ""
+        rows = self._db.execute(
+            f"SELECT {', '.join(columns)} FROM iterations WHERE iteration > ? "
+            f"ORDER BY iteration {order} LIMIT ?", (-1 if iteration is None else iteration, limit)
+        ).fetchall()
+        return [IterationMetrics(**_decode(dict(zip(columns, row)))) for row in rows]
+
+    def events_after(self, event_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` events after the one with id `event_id`, oldest first, with their ids."""
+        rows = self._db.execute(
+            "SELECT id, iteration, at, kind, detail FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (-1 if event_id is None else event_id, limit)).fetchall()
+        return [{"id": n, "iteration": i, "at": a, "kind": k, "detail": json.loads(d)}
+                for n, i, a, k, d in rows]
+
+    def current_elites(self) -> list[SnapshotRow]:
+        """What `best_per_niche()` returns, read from the latest snapshot and the candidates
+        scored after it, so it costs as much as one snapshot interval, not the whole run.
+        A snapshot holds the archive of its iteration, and a later candidate takes a niche
+        only with a strictly greater fitness (snapshot ids are all earlier)."""
+        (latest,) = self._db.execute("SELECT max(iteration) FROM snapshots").fetchone()
+        if latest is None:
+            return self.best_per_niche()
+        rows = self._db.execute(
+            "SELECT niche, id, fitness, descriptor FROM ("
+            " SELECT niche, id, fitness, descriptor, row_number() OVER ("
+            "  PARTITION BY niche ORDER BY fitness DESC, id) AS rank FROM ("
+            "  SELECT niche, candidate_id AS id, fitness, descriptor FROM snapshots WHERE iteration = ?"
+            "  UNION ALL"
+            "  SELECT niche, id, fitness, descriptor FROM candidates"
+            "  WHERE iteration > ? AND status = 'ok' AND niche IS NOT NULL)"
+            ") WHERE rank = 1 ORDER BY niche", (latest, latest)).fetchall()
+        return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
+
+    def message_counts(self, after_id: int | None, up_to_id: int) -> list[dict[str, Any]]:
+        """Per commit message, over the candidates with ids in (after_id, up_to_id]: how many
+        tried it, ran, were placed, took a new niche or improved one. The counts add up over
+        consecutive id ranges, so a live view reads each candidate once."""
+        ran = ", ".join(f"'{stage}'" for stage in ("ran", "scored", "placed"))
+        rows = self._db.execute(
+            "SELECT commit_message, count(*),"
+            f" count(CASE WHEN stage IN ({ran}) THEN 1 END), count(CASE WHEN stage = 'placed' THEN 1 END),"
+            " count(CASE WHEN placement = 'new' THEN 1 END), count(CASE WHEN placement = 'improved' THEN 1 END)"
+            " FROM candidates WHERE id > ? AND id <= ? AND operator != 'seed'"
+            " GROUP BY commit_message", (-1 if after_id is None else after_id, up_to_id)).fetchall()
+        return [{"text": text, "tries": tries, "ran": ran_count, "placed": placed,
+                 "new_niches": new, "improvements": improved}
+                for text, tries, ran_count, placed, new, improved in rows]
 
     def _select_candidates(self, clause: str, params: Sequence[Any]) -> Iterator[CandidateRecord]:
         query = f"SELECT {_CANDIDATE_COLUMNS} FROM candidates {clause} ORDER BY id"

@@ -88,8 +88,10 @@ def write_toy_run(
     batch_size: int = 8,
     snapshot_every: int = 2,
     seed: int = 0,
+    after_iteration: Callable[[int], Any] | None = None,
 ) -> Path:
-    """A finished (or, with `iterations` below the configured count, interrupted) toy run."""
+    """A finished (or, with `iterations` below the configured count, interrupted) toy run.
+    `after_iteration(i)` is called once iteration i is committed (to watch a run being written)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env_class = _environment_class(environment)
     space = env_class.descriptor_space
@@ -118,6 +120,8 @@ def write_toy_run(
                             for e in archive.elites()]
             store.record_iteration(records, _metrics(iteration, records, archive), snapshot)
             next_id += len(records)
+            if after_iteration is not None:
+                after_iteration(iteration)
     finally:
         store.close()
     return run_dir

@@ -68,23 +68,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="elm-bench-loop-") as run_dir:
+        return measure(args.iterations, args.batch_size, run_dir)
+
+
+def measure(iterations: int, batch_size: int, run_dir: str) -> dict:
+    """Run the null loop with its store in `run_dir` (an empty folder); return the figures."""
     config = build_config({
         "environment": {"name": "null"},
-        "run": {"iterations": args.iterations, "batch_size": args.batch_size, "snapshot_every": 10},
+        "run": {"iterations": iterations, "batch_size": batch_size, "snapshot_every": 10},
         "mutation": {"operator": "null"},
         "sandbox": {"backend": "local"},
     })
     environment = _NullEnvironment()
     archive = Archive(environment.descriptor_space, config.archive)
-    with tempfile.TemporaryDirectory(prefix="elm-bench-loop-") as run_dir:
-        store = RunStore.create(run_dir, {"archive": archive.layout()})
-        evaluator = Evaluator(environment, _NullSandbox(0), config.sandbox)
-        loop = EvolutionLoop(config, environment, archive, _SerialMutator(), evaluator, store)
-        started = time.perf_counter()
-        loop.run()
-        elapsed = time.perf_counter() - started
-        candidates = sum(m.candidates for m in store.metrics())
-        store.close()
+    store = RunStore.create(run_dir, {"archive": archive.layout(), "environment": "null",
+                                      "config": {"run": {"iterations": iterations}}})
+    evaluator = Evaluator(environment, _NullSandbox(0), config.sandbox)
+    loop = EvolutionLoop(config, environment, archive, _SerialMutator(), evaluator, store)
+    started = time.perf_counter()
+    loop.run()
+    elapsed = time.perf_counter() - started
+    candidates = sum(m.candidates for m in store.metrics())
+    store.close()
     return {
         "candidates": candidates,
         "seconds": round(elapsed, 3),
