@@ -50,12 +50,13 @@ class Sodarace(Environment):
     entry_point: ClassVar[str] = "make_walker"
     harness: ClassVar[str] = "sodarace_harness.py"
     # 12 x 12 x 12 niches as in the paper; decimetres and mass units. The seeds and their
-    # near mutants land inside, away from bin edges; larger walkers fall in the edge bins.
+    # near mutants land inside, away from bin edges, the paper's Square and Radial (both
+    # 10 x 10 dm) in different mass bins; larger walkers fall in the edge bins.
     descriptor_space: ClassVar[DescriptorSpace] = DescriptorSpace(
         (
             Dimension("height", 0.0, 33.0, 12),
             Dimension("width", 0.0, 33.0, 12),
-            Dimension("mass", 0.0, 120.0, 12),
+            Dimension("mass", 0.0, 144.0, 12),
         )
     )
     commit_messages: ClassVar[tuple[CommitMessage, ...]] = (
