@@ -219,6 +219,7 @@ def test_a_program_with_too_many_joints_is_refused_with_a_reason(environment, tm
     assert "a walker has at most 64 joints" in done.stderr
 
 
+@pytest.mark.slow
 def test_elm_eval_scores_a_paper_style_program(tmp_path):
     """The command a researcher runs on a program, with the local sandbox."""
     program = tmp_path / "legged_box.py"

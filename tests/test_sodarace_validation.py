@@ -115,7 +115,7 @@ def test_a_catapult_is_caught_as_a_blow_up():
 
 
 def test_the_largest_walker_is_scored_in_bounded_time():
-    """64 joints and 256 muscles at full amplitude: a verdict, valid or not, no crash."""
+    """64 joints and the most muscles at full swing: a verdict, valid or not, no crash."""
     joints = [[2.0 * (k % 8), 2.0 * (k // 8)] for k in range(MAX_JOINTS)]
     pairs = sorted(
         ((a, b) for a in range(MAX_JOINTS) for b in range(a + 1, MAX_JOINTS)),
