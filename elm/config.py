@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -11,6 +12,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from elm.errors import UserError
 from elm.sandbox.image import default_image
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(UserError):
@@ -46,16 +50,28 @@ class ArchiveConfig:
 @dataclass
 class MutationConfig:
     operator: str = "gp"
+    # With backend openai: the served model's name; with hf: a hub id or a local folder.
     model: str = "CarperAI/diff-codegen-350m-v2"
     commit_messages: Optional[list[str]] = None
+    # Children of one parent share its prompt: one prefill (hf), one request with `n` (openai).
     children_per_parent: int = 1
     temperature: float = 0.8
     top_p: float = 0.95
-    max_new_tokens: int = 256
+    max_new_tokens: int = 256  # the request's max_tokens with backend openai
     max_prompt_tokens: int = 1792
     dtype: str = "auto"
     device: str = "auto"
     gp_max_edits: int = 3
+    # Where the diff model runs (operator diff): hf (local or Ray workers) or openai (a server
+    # speaking the OpenAI protocol: vLLM, SGLang, Ollama, llama.cpp, TGI, a hosted API).
+    backend: str = "hf"
+    endpoint: Optional[str] = None  # openai: base URL ending in /v1
+    api: str = "completions"  # openai: completions (raw <NME>...<DFF> prompt) or chat (instruct models)
+    api_key_env: Optional[str] = None  # openai: NAME of the variable holding the key; unset sends none
+    request_timeout_s: float = 60.0  # openai: hard deadline of one request, then it is cancelled
+    max_retries: int = 2  # openai: retries of a request that timed out or got 429 / 5xx
+    concurrency: int = 8  # openai: requests in flight at once
+    price_per_mtok: Optional[dict[str, float]] = None  # openai: {prompt: X, completion: Y} per million tokens
 
 
 @dataclass
@@ -105,6 +121,8 @@ _CHOICES = {
     "archive.selection": ("uniform",),
     "mutation.operator": ("gp", "diff", "null"),
     "mutation.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "mutation.backend": ("hf", "openai"),
+    "mutation.api": ("completions", "chat"),
     "sandbox.backend": ("docker", "local"),
     "sandbox.transport": ("auto", "socket", "attach"),
 }
@@ -113,6 +131,8 @@ _POSITIVE = (
     "run.snapshot_every",
     "mutation.children_per_parent",
     "mutation.max_new_tokens",
+    "mutation.request_timeout_s",
+    "mutation.concurrency",
     "workers.num_actors",
     "workers.in_flight",
     "sandbox.pool_size",
@@ -171,6 +191,25 @@ def _validate(config: ElmConfig) -> None:
         raise ConfigError(f"archive.bins must be positive integers; got {config.archive.bins}")
     if config.workers.num_gpus < 0:
         raise ConfigError("workers.num_gpus must be >= 0")
+    _validate_served(config.mutation)
+
+
+def _validate_served(mutation: MutationConfig) -> None:
+    """The openai backend's keys: checked whenever they are set, required when it is used."""
+    if mutation.max_retries < 0:
+        raise ConfigError(f"mutation.max_retries must be >= 0; got {mutation.max_retries}")
+    if mutation.api_key_env is not None and not _ENV_NAME.fullmatch(mutation.api_key_env):
+        raise ConfigError("mutation.api_key_env is the NAME of an environment variable (like OPENAI_API_KEY), "
+                          "never the key itself")
+    if mutation.price_per_mtok is not None:
+        unknown = set(mutation.price_per_mtok) - {"prompt", "completion"}
+        if unknown or any(price < 0 for price in mutation.price_per_mtok.values()):
+            raise ConfigError("mutation.price_per_mtok is {prompt: X, completion: Y}, prices >= 0 per million tokens")
+    if mutation.backend != "openai" or mutation.operator != "diff":
+        return
+    if not mutation.endpoint or not mutation.endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"mutation.backend=openai needs mutation.endpoint, a URL ending in /v1; "
+                          f"got {mutation.endpoint!r}")
 
 
 def _one_line(error: BaseException) -> str:
