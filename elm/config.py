@@ -171,6 +171,11 @@ def build_config(data: Any, overrides: Sequence[str] = (), source: str = "config
     return config
 
 
+def secret_variables(config: ElmConfig) -> tuple[str, ...]:
+    """Environment variables whose values are secrets: never passed to the sandbox."""
+    return (config.mutation.api_key_env,) if config.mutation.api_key_env else ()
+
+
 def config_to_yaml(config: ElmConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
