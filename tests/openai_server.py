@@ -7,7 +7,8 @@
   ```python block) and writes a valid diff that changes one number in it; chat answers
   come as a ```diff block, as bare text after a sentence, or as a SEARCH/REPLACE block.
 - `TinyCodegen`: samples the completion from the tiny CodeGen (random weights).
-- `Flaky(inner, failures)`: the first `failures` requests get HTTP 500, then `inner` answers.
+- `Flaky(inner, failures, status=500)`: the first `failures` requests get that HTTP status,
+  then `inner` answers.
 - `Garbage()`: HTTP 200 with a body that is not a completion object.
 
 Usage counts prompt and completion as GPT-2 pre-tokens (words, numbers, punctuation runs,
@@ -52,16 +53,26 @@ class Answers:
 
 
 class DiffWriter(Answers):
+    """`max_choices` caps the choices of one answer, as servers that ignore `n` do."""
+
+    def __init__(self, max_choices: int | None = None) -> None:
+        super().__init__()
+        self.max_choices = max_choices
+
+    def choices(self, body: dict[str, Any]) -> int:
+        wanted = body.get("n") or 1
+        return min(wanted, self.max_choices) if self.max_choices else wanted
+
     def completion(self, body: dict[str, Any]) -> list[str]:
         found = _BEF.search(body["prompt"])
         source = found.group(1) if found else ""
-        return [_diff(source, body, index) + "<|endoftext|>" for index in range(body.get("n") or 1)]
+        return [_diff(source, body, index) + "<|endoftext|>" for index in range(self.choices(body))]
 
     def chat(self, body: dict[str, Any]) -> list[str]:
         found = _CHAT_FILE.search(body["messages"][-1]["content"])
         name, source = found.groups() if found else ("program.py", "")
         answers = []
-        for index in range(body.get("n") or 1):
+        for index in range(self.choices(body)):
             diff = _diff(source, body, index, name)
             style = index % 3
             if style == 0:
@@ -90,10 +101,11 @@ class TinyCodegen(Answers):
 
 
 class Flaky(Answers):
-    def __init__(self, inner: Answers, failures: int) -> None:
+    def __init__(self, inner: Answers, failures: int, status: int = 500) -> None:
         super().__init__()
         self.inner = inner
         self.failures = failures
+        self.status = status
 
     def fails_now(self) -> bool:
         return len(self.seen) <= self.failures
@@ -123,7 +135,8 @@ def make_app(answers: Answers):
                 return PlainTextResponse("<html>upstream is having a bad day</html>")
             return JSONResponse({"id": "x", "object": "text_completion", "note": "no choices here"})
         if isinstance(answers, Flaky) and answers.fails_now():
-            return JSONResponse({"error": {"message": "overloaded", "type": "server_error"}}, status_code=500)
+            error = {"message": f"refused with {answers.status}", "type": "server_error"}
+            return JSONResponse({"error": error}, status_code=answers.status)
         texts = answers.chat(body) if kind == "chat" else answers.completion(body)
         prompt = body["prompt"] if kind == "completion" else "".join(m["content"] for m in body["messages"])
         return JSONResponse(_completion_object(kind, body, texts, prompt))

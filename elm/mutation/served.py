@@ -181,7 +181,7 @@ class ServedMutator:
             except Exception as error:  # classified below: every failure of a request is a reason
                 spent += time.perf_counter() - started
                 reason, retry, pause = self._classify(error)
-            if not retry:
+            if not retry or attempts == 1:
                 return _Failure(reason, spent)
             if attempt == attempts:
                 return _Failure(f"{reason} ({attempts} attempts)", spent)
