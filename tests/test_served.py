@@ -241,6 +241,7 @@ def test_a_served_run_places_children_counts_tokens_and_keeps_the_key_out(api, t
             assert KEY.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow
 def test_a_run_against_a_hanging_server_exits_0_with_every_child_failed(tmp_path):
     config = tmp_path / "toy.yaml"
     config.write_text(json.dumps(_TOY_RUN))
