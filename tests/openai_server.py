@@ -20,6 +20,7 @@ By hand: `python -m tests.openai_server --port 8765 [--fail-first 2]` serves Dif
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import difflib
 import random
@@ -40,10 +41,15 @@ def count_tokens(text: str) -> int:
 
 
 class Answers:
-    """What the app answers; `seen` records every request body and its Authorization header."""
+    """What the app answers; `seen` records every request body and its Authorization header,
+    `most_at_once` the most requests it held at one time (each held `delay_s`)."""
+
+    delay_s = 0.0
 
     def __init__(self) -> None:
         self.seen: list[dict[str, Any]] = []
+        self.at_once = 0
+        self.most_at_once = 0
 
     def completion(self, body: dict[str, Any]) -> list[str]:
         raise NotImplementedError
@@ -130,6 +136,15 @@ def make_app(answers: Answers):
     async def handle(request: Request, kind: str):
         body = await request.json()
         answers.seen.append({"kind": kind, "body": body, "authorization": request.headers.get("authorization")})
+        answers.at_once += 1
+        answers.most_at_once = max(answers.most_at_once, answers.at_once)
+        try:
+            await asyncio.sleep(answers.delay_s)
+            return answer(body, kind)
+        finally:
+            answers.at_once -= 1
+
+    def answer(body: dict[str, Any], kind: str):
         if isinstance(answers, Garbage):
             if len(answers.seen) % 2:
                 return PlainTextResponse("<html>upstream is having a bad day</html>")

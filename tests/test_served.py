@@ -36,7 +36,7 @@ def key(monkeypatch):
 
 def _settings(url: str, **overrides) -> MutationConfig:
     values = dict(operator="diff", backend="openai", endpoint=url, model="scripted", api="completions",
-                  max_new_tokens=64, request_timeout_s=20.0, max_retries=2)
+                  max_new_tokens=64, request_timeout_s=120.0, max_retries=2)
     return MutationConfig(**{**values, **overrides})
 
 
@@ -105,6 +105,15 @@ def test_tiny_codegen_completions_are_counted_at_their_funnel_stage(tiny_codegen
         assert child.stage in ("generated", "parsed", "applied")
         assert (child.source is None) == (child.stage != "applied")
         assert isinstance(child.diff, str) and "tokens" in child.extras
+
+
+def test_requests_in_flight_are_bounded_by_concurrency():
+    answers = DiffWriter()
+    answers.delay_s = 0.3
+    with serve(answers) as url:
+        children, _ = _mutate(_settings(url, concurrency=2), _requests(parents=6, per_parent=1))
+    assert len(answers.seen) == 6 and answers.most_at_once == 2
+    assert all(child.stage == "applied" for child in children)
 
 
 # --- servers that fail -----------------------------------------------------------------------
