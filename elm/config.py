@@ -8,6 +8,7 @@ the resolved values.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import reduce
@@ -19,6 +20,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from elm.errors import UserError
 from elm.sandbox.image import default_image
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(UserError):
@@ -98,21 +102,34 @@ class ArchiveConfig:
 class MutationConfig:
     operator: str = key("gp", choices=("gp", "diff", "null"),
                         about="diff: the diff model; gp: random source edits; null: copies (a baseline)")
-    model: str = key("CarperAI/diff-codegen-350m-v2", about="diff model: a hub id or a local folder")
+    model: str = key("CarperAI/diff-codegen-350m-v2",
+                     about="diff model: a hub id or a local folder (hf); the served model's name (openai)")
     commit_messages: list[str] | None = key(
         None, about="commit messages the diff model is prompted with (null: the environment's)")
     message_selection: str = key(
         "weighted", choices=("weighted", "bandit"),
         about="how commit messages are drawn: weighted by weight, or bandit (Thompson sampling rewarded by placements)")
-    children_per_parent: int = key(1, above=0, about="children sampled from one prompt (they share its prefill)")
+    children_per_parent: int = key(
+        1, above=0, about="children sampled from one prompt (one prefill with hf, one request with `n` with openai)")
     temperature: float = key(0.8, at_least=0, about="sampling temperature of the diff model (0: greedy)")
     top_p: float = key(0.95, above=0, at_most=1, about="nucleus sampling mass of the diff model")
-    max_new_tokens: int = key(256, above=0, about="longest diff the model may write, in tokens")
+    max_new_tokens: int = key(256, above=0, about="longest diff the model may write, in tokens (openai: max_tokens)")
     max_prompt_tokens: int = key(1792, above=0, about="longest prompt, in tokens (the model's context caps it)")
     dtype: str = key("auto", choices=("auto", "float32", "bfloat16", "float16"),
                      about="weights' number type; auto: bfloat16 on GPU, float32 on CPU")
     device: str = key("auto", about="torch device of the model (auto, cpu, cuda, cuda:1)")
     gp_max_edits: int = key(3, above=0, about="most edits of one gp mutation")
+    backend: str = key("hf", choices=("hf", "openai"),
+                       about="where the diff model runs: hf (local or Ray workers) or openai (an OpenAI-protocol server)")
+    endpoint: str | None = key(None, about="openai: the server's base URL, ending in /v1")
+    api: str = key("completions", choices=("completions", "chat"),
+                   about="openai: completions (the raw <NME>...<DFF> prompt) or chat (instruct models)")
+    api_key_env: str | None = key(None, about="openai: NAME of the environment variable holding the key (unset: none)")
+    request_timeout_s: float = key(60.0, above=0, about="openai: hard deadline of one request, then it is cancelled")
+    max_retries: int = key(2, at_least=0, about="openai: retries of a request that timed out or got 429 / 5xx")
+    concurrency: int = key(8, above=0, about="openai: requests in flight at once")
+    price_per_mtok: dict[str, float] | None = key(
+        None, about="openai: {prompt: X, completion: Y}, price per million tokens (gives the cost)")
 
 
 @dataclass
@@ -209,7 +226,13 @@ def build_config(data: Any, overrides: Sequence[str] = (), source: str = "config
     except OmegaConfBaseException as error:
         raise ConfigError(f"{source}: {_one_line(error)}") from None
     _validate(_leaves(merged))
+    _validate_served(config.mutation)
     return config
+
+
+def secret_variables(config: ElmConfig) -> tuple[str, ...]:
+    """Environment variables whose values are secrets: never passed to the sandbox."""
+    return (config.mutation.api_key_env,) if config.mutation.api_key_env else ()
 
 
 def config_to_yaml(config: ElmConfig) -> str:
@@ -261,6 +284,22 @@ def _type_text(hint: Any) -> str:
     if get_origin(hint) is dict:
         return "mapping"
     return {int: "integer", float: "number", str: "text", bool: "true | false"}.get(hint, str(hint))
+
+
+def _validate_served(mutation: MutationConfig) -> None:
+    """The openai backend's keys: checked whenever they are set, required when it is used."""
+    if mutation.api_key_env is not None and not _ENV_NAME.fullmatch(mutation.api_key_env):
+        raise ConfigError("mutation.api_key_env is the NAME of an environment variable (like OPENAI_API_KEY), "
+                          "never the key itself")
+    if mutation.price_per_mtok is not None:
+        unknown = set(mutation.price_per_mtok) - {"prompt", "completion"}
+        if unknown or any(price < 0 for price in mutation.price_per_mtok.values()):
+            raise ConfigError("mutation.price_per_mtok is {prompt: X, completion: Y}, prices >= 0 per million tokens")
+    if mutation.backend != "openai" or mutation.operator != "diff":
+        return
+    if not mutation.endpoint or not mutation.endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"mutation.backend=openai needs mutation.endpoint, a URL ending in /v1; "
+                          f"got {mutation.endpoint!r}")
 
 
 def _one_line(error: BaseException) -> str:

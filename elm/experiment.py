@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 from elm import __version__
 from elm.archive import Archive
-from elm.config import ElmConfig, config_to_yaml, load_config
+from elm.config import ElmConfig, config_to_yaml, load_config, secret_variables
 from elm.environment import Environment, load_environment
 from elm.errors import UserError
 from elm.evaluator import Evaluator
@@ -102,7 +102,7 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
 
         sandbox = DistributedSandbox(config)
     else:
-        sandbox = open_sandbox(config.sandbox)
+        sandbox = open_sandbox(config.sandbox, hidden_env=secret_variables(config))
     try:
         mutator = make_mutator(config, environment)
         try:

@@ -278,6 +278,19 @@ class RunStore:
         rows = self._db.execute("SELECT status, count(*) FROM candidates GROUP BY status")
         return dict(rows.fetchall())
 
+    def token_totals(self) -> dict[str, int]:
+        """Model tokens over all candidates (`extras["tokens"]`, written by served models):
+        prompt and completion totals, the candidates that carry counts, and the mutated
+        children placed in the archive."""
+        prompt, completion, counted = self._db.execute(
+            "SELECT coalesce(sum(json_extract(extras, '$.tokens.prompt')), 0),"
+            " coalesce(sum(json_extract(extras, '$.tokens.completion')), 0),"
+            " count(json_extract(extras, '$.tokens.prompt')) FROM candidates").fetchone()
+        (placed,) = self._db.execute(
+            "SELECT count(*) FROM candidates WHERE stage = 'placed' AND parent_id IS NOT NULL").fetchone()
+        return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),
+                "placed_children": int(placed)}
+
     def snapshot_iterations(self) -> list[int]:
         rows = self._db.execute("SELECT DISTINCT iteration FROM snapshots ORDER BY iteration")
         return [r[0] for r in rows]

@@ -101,6 +101,10 @@ def make_mutator(config: "ElmConfig", environment: "Environment") -> Mutator:
         from elm.mutation.gp import NullMutator
 
         return NullMutator()
+    if operator == "diff" and config.mutation.backend == "openai":
+        from elm.mutation.served import ServedMutator
+
+        return ServedMutator(config.mutation)
     if operator == "diff":
         from elm.mutation.workers import open_diff_mutator
 

@@ -1,8 +1,9 @@
 """The diff model: load a causal LM with its tokenizer and sample many children per prompt.
 
 Sampling shares one prefill among all samples of a prompt: the prompts run once as a
-left-padded batch, the KV cache is expanded to one row per sample, and a small decode loop
-draws the new tokens. Each sample has its own random generator seeded from its own seed, so
+left-padded batch, the KV cache is expanded to one row per sample into tensors sized for
+the whole generation (`_PreallocatedCache`: a decode step writes one column in place
+instead of copying the cache to append it), and a small decode loop draws the new tokens. Each sample has its own random generator seeded from its own seed, so
 its tokens depend on that seed, not on which other samples share the batch (up to the
 rounding differences batch shapes can cause). A sample stops at the end-of-text token or
 when a new `<NME>` record starts; finished samples leave the batch.
@@ -274,7 +275,7 @@ class _DecodeRun:
 
     def run(self, max_new_tokens: int, min_new_tokens: int) -> Generation:
         started = time.perf_counter()
-        logits, cache, attention_mask, positions = self._prefill()
+        logits, cache, attention_mask, positions = self._prefill(max_new_tokens)
         prefilled = time.perf_counter()
         active = list(range(len(self.outputs)))
         for step in range(max_new_tokens):
@@ -286,48 +287,41 @@ class _DecodeRun:
                 break
             if not all(still_running):
                 keep = [row for row, running in enumerate(still_running) if running]
-                active, tokens, attention_mask, positions = _select_rows(
-                    keep, active, tokens, attention_mask, positions
-                )
-                cache.batch_select_indices(self._index(keep))
-            logits, attention_mask, positions = self._step(tokens, cache, attention_mask, positions)
+                active, tokens, positions = _select_rows(keep, active, tokens, positions)
+                cache.keep_rows(self._index(keep))
+            logits, positions = self._step(tokens, cache, positions)
         finished = time.perf_counter()
         return Generation(self._grouped_outputs(), prefilled - started, finished - prefilled)
 
-    def _prefill(self):
-        import torch
+    def _prefill(self, max_new_tokens: int):
         from transformers import DynamicCache
 
         input_ids, attention_mask = _left_pad(self.prompt_ids, self.owner.pad_token_id, self.device)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        prefill_cache = DynamicCache(config=self.model.config)
         output = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
-            cache=cache,
+            cache=prefill_cache,
             use_cache=True,
             logits_to_keep=1,
         )
         rows = self._index([prompt for prompt, count in enumerate(self.counts) for _ in range(count)])
-        cache.batch_select_indices(rows)
+        cache = _PreallocatedCache(prefill_cache, rows, attention_mask[rows], max_new_tokens, self.model.dtype)
         logits = output.logits[:, -1, :].float()[rows]
         return logits, cache, attention_mask[rows], positions[rows, -1:]
 
-    def _step(self, tokens, cache, attention_mask, positions):
-        import torch
-
-        new_column = attention_mask.new_ones((attention_mask.shape[0], 1))
-        attention_mask = torch.cat([attention_mask, new_column], dim=-1)
+    def _step(self, tokens, cache: "_PreallocatedCache", positions):
         positions = positions + 1
         output = self.model(
             input_ids=tokens[:, None],
-            attention_mask=attention_mask,
+            attention_mask=cache.next_mask(),
             position_ids=positions,
             cache=cache,
             use_cache=True,
         )
-        return output.logits[:, -1, :].float(), attention_mask, positions
+        return output.logits[:, -1, :].float(), positions
 
     def _draw(self, logits, active: list[int]):
         import torch
@@ -365,11 +359,68 @@ class _DecodeRun:
         return grouped
 
 
-def _select_rows(keep: list[int], active: list[int], tokens, attention_mask, positions):
+def _select_rows(keep: list[int], active: list[int], tokens, positions):
     import torch
 
     index = torch.tensor(keep, dtype=torch.long, device=tokens.device)
-    return [active[row] for row in keep], tokens[index], attention_mask[index], positions[index]
+    return [active[row] for row in keep], tokens[index], positions[index]
+
+
+class _PreallocatedCache:
+    """Every layer's keys and values in tensors with room for all new tokens: each decode
+    step writes its column in place, so no step copies the cache (a growing cache copies
+    all of it to append one column). The model is given a ready 4-D additive mask, so
+    it never asks this cache for sizes; positions come from the caller (left padding)."""
+
+    def __init__(self, prefilled, rows, prompt_mask, max_new_tokens: int, dtype) -> None:
+        import torch
+
+        width = prompt_mask.shape[1]
+        self.capacity = width + max_new_tokens
+        self.keys: list = []
+        self.values: list = []
+        for layer in prefilled.layers:
+            self.keys.append(_room_for(layer.keys.index_select(0, rows), self.capacity))
+            self.values.append(_room_for(layer.values.index_select(0, rows), self.capacity))
+        self.filled = width  # columns written by every layer
+        self.visible = torch.zeros((len(rows), self.capacity), dtype=torch.bool, device=prompt_mask.device)
+        self.visible[:, :width] = prompt_mask.bool()
+        self.blocked = torch.finfo(dtype).min
+        self.dtype = dtype
+
+    def next_mask(self):
+        """The additive mask of the next step: the prompt's real tokens, every token drawn
+        so far and the one being fed now."""
+        import torch
+
+        self.visible[:, self.filled] = True
+        zero = torch.zeros((), dtype=self.dtype, device=self.visible.device)
+        blocked = torch.full((), self.blocked, dtype=self.dtype, device=self.visible.device)
+        return torch.where(self.visible, zero, blocked)[:, None, None, :]
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        column = self.filled
+        self.keys[layer_idx][:, :, column:column + 1].copy_(key_states)
+        self.values[layer_idx][:, :, column:column + 1].copy_(value_states)
+        if layer_idx == len(self.keys) - 1:
+            self.filled += 1
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def keep_rows(self, index) -> None:
+        """Only these rows go on (the others' samples ended)."""
+        self.keys = [keys.index_select(0, index) for keys in self.keys]
+        self.values = [values.index_select(0, index) for values in self.values]
+        self.visible = self.visible.index_select(0, index)
+
+
+def _room_for(states, capacity: int):
+    """`states` (rows, heads, length, width) copied into zeros with `capacity` positions."""
+    import torch
+
+    rows, heads, length, width = states.shape
+    room = torch.zeros((rows, heads, capacity, width), dtype=states.dtype, device=states.device)
+    room[:, :, :length].copy_(states)
+    return room
 
 
 def _left_pad(prompt_ids, pad_id: int, device):

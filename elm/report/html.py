@@ -130,7 +130,19 @@ def _overview(summary: dict[str, Any]) -> str:
     return (f"<section id='overview' class='cards'>"
             f"<div><h2>Archive</h2>{archive}</div>"
             f"<div><h2>Candidates ({summary['candidates']})</h2>{statuses}</div>"
-            f"<div><h2>Validity funnel</h2>{funnel}</div></section>")
+            f"<div><h2>Validity funnel</h2>{funnel}</div>{_tokens_card(summary.get('tokens'))}</section>")
+
+
+def _tokens_card(tokens: dict[str, Any] | None) -> str:
+    """Model tokens spent, per placed child and priced, for runs whose model counted them."""
+    if not tokens or not (tokens["prompt"] or tokens["completion"]):
+        return ""
+    rows = [["prompt tokens", f"{tokens['prompt']:,}"], ["completion tokens", f"{tokens['completion']:,}"],
+            ["tokens per placed child", fmt_number(tokens["per_placed_child"])]]
+    if tokens.get("cost") is not None:
+        rows += [["cost", fmt_number(tokens["cost"])],
+                 ["cost per placed child", fmt_number(tokens["cost_per_placed_child"])]]
+    return f"<div><h2>Model tokens</h2>{_table(['', ''], rows, header=False, table_id='tokens')}</div>"
 
 
 def _messages_section(run: Run) -> str:

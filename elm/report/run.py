@@ -330,7 +330,30 @@ class Run:
                 "file_name": best_record.file_name if best_record else None,
             },
             "snapshots": self.snapshots(),
+            "tokens": self.tokens(),
             "problems": list(self.problems),
+        }
+
+    def tokens(self) -> dict[str, Any]:
+        """Model tokens spent (served models count them): totals, per placed child, and the
+        cost when the run's config gives `mutation.price_per_mtok`."""
+        totals = self._read("the token counts", self._store.token_totals, None)
+        if totals is None:
+            return {"prompt": 0, "completion": 0, "per_placed_child": None, "cost": None,
+                    "cost_per_placed_child": None}
+        placed = totals["placed_children"]
+        spent = totals["prompt"] + totals["completion"]
+        prices = ((self.meta.get("config") or {}).get("mutation") or {}).get("price_per_mtok")
+        cost = None
+        if prices and totals["counted"]:
+            cost = (totals["prompt"] * prices.get("prompt", 0.0)
+                    + totals["completion"] * prices.get("completion", 0.0)) / 1e6
+        return {
+            "prompt": totals["prompt"],
+            "completion": totals["completion"],
+            "per_placed_child": spent / placed if placed and totals["counted"] else None,
+            "cost": cost,
+            "cost_per_placed_child": cost / placed if cost is not None and placed else None,
         }
 
     # -- pandas ---------------------------------------------------------------------------

@@ -115,6 +115,7 @@ def candidate_dict(record: CandidateRecord, layout: ArchiveLayout | None,
                         if layout is not None and record.niche is not None else None),
         "placement": record.placement, "commit_message": record.commit_message,
         "diff": record.diff, "file_name": record.file_name,
+        "tokens": record.extras.get("tokens"),
     }
     if source:
         data["source"] = record.source
@@ -161,6 +162,9 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
     for status, count in data["statuses"].items():
         statuses.add_row(Text(_printable(str(status))), str(count))
     console.print(Group(archive, statuses, _funnel_table(data["funnel"])))
+    tokens = data.get("tokens") or {}
+    if tokens.get("prompt") or tokens.get("completion"):
+        console.print(Text(token_text(tokens)))
 
     best = data["best"]
     if best is None:
@@ -326,6 +330,18 @@ def progress_text(summary: dict[str, Any]) -> str:
         text += f" of {configured}"
     if configured is not None and not summary["finished"]:
         text += " (stopped early or still running)"
+    return text
+
+
+def token_text(tokens: dict[str, Any]) -> str:
+    """Model tokens on one line: totals, per placed child, cost when priced."""
+    text = f"model tokens: {tokens['prompt']:,} prompt + {tokens['completion']:,} completion"
+    if tokens.get("per_placed_child") is not None:
+        text += f", {tokens['per_placed_child']:,.0f} per placed child"
+    if tokens.get("cost") is not None:
+        text += f"; cost {tokens['cost']:.4g}"
+        if tokens.get("cost_per_placed_child") is not None:
+            text += f" ({tokens['cost_per_placed_child']:.3g} per placed child)"
     return text
 
 

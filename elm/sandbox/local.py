@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import runner_path
@@ -34,15 +34,16 @@ _FOLDER_PREFIX = "elm-sandbox-"  # then the owner's pid: folders of vanished own
 class LocalSandbox(PooledSandbox):
     """`Sandbox` over local runner processes."""
 
-    def __init__(self, config: "SandboxConfig") -> None:
-        self._launcher = _ProcessLauncher(config)
+    def __init__(self, config: "SandboxConfig", hidden_env: Sequence[str] = ()) -> None:
+        self._launcher = _ProcessLauncher(config, hidden_env)
         self._pool = RunnerPool(self._launcher, config, reconnect_s=0.0)
         self._pool.warm_up()
 
 
 class _ProcessLauncher:
-    def __init__(self, config: "SandboxConfig") -> None:
+    def __init__(self, config: "SandboxConfig", hidden_env: Sequence[str] = ()) -> None:
         self.config = config
+        self.hidden_env = frozenset(hidden_env)
         remove_abandoned_folders(_FOLDER_PREFIX)
         self.folder = owned_folder(_FOLDER_PREFIX)
         self._runner = str(runner_path())
@@ -58,7 +59,8 @@ class _ProcessLauncher:
             command += ["--max-user-processes", str(processes)]
         with open(stderr_path, "wb") as stderr:
             process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
+                env={name: value for name, value in os.environ.items() if name not in self.hidden_env},
             )
         channel = _ProcessChannel(process, scratch, stderr_path)
         try:
