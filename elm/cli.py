@@ -19,7 +19,7 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 _COMMAND_MODULES = tuple(
     f"elm.commands.{name}"
-    for name in ("run", "eval", "inspect", "report", "env", "sandbox", "bench")
+    for name in ("run", "eval", "inspect", "report", "env", "sandbox", "bench", "dataset", "finetune")
 )
 
 
