@@ -56,6 +56,17 @@ class MutationConfig:
     dtype: str = "auto"
     device: str = "auto"
     gp_max_edits: int = 3
+    # Online stage 2 (diff operator): every `finetune_every` iterations (0: never) the run
+    # fine-tunes the model for `finetune_steps` steps on its own `finetune_select` diffs
+    # (placed, improved, ok, all) with `finetune_batch_size` packed sequences a step, plus
+    # the examples of `finetune_data` (an elm dataset file; by default the data the model
+    # was fine-tuned on, named in its finetune.json), in a separate process; the workers
+    # then swap to the new weights.
+    finetune_every: int = 0
+    finetune_steps: int = 50
+    finetune_batch_size: int = 4
+    finetune_select: str = "improved"
+    finetune_data: Optional[str] = None
 
 
 @dataclass
@@ -105,6 +116,7 @@ _CHOICES = {
     "archive.selection": ("uniform",),
     "mutation.operator": ("gp", "diff", "null"),
     "mutation.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "mutation.finetune_select": ("placed", "improved", "ok", "all"),
     "sandbox.backend": ("docker", "local"),
     "sandbox.transport": ("auto", "socket", "attach"),
 }
@@ -113,6 +125,8 @@ _POSITIVE = (
     "run.snapshot_every",
     "mutation.children_per_parent",
     "mutation.max_new_tokens",
+    "mutation.finetune_steps",
+    "mutation.finetune_batch_size",
     "workers.num_actors",
     "workers.in_flight",
     "sandbox.pool_size",
@@ -171,6 +185,10 @@ def _validate(config: ElmConfig) -> None:
         raise ConfigError(f"archive.bins must be positive integers; got {config.archive.bins}")
     if config.workers.num_gpus < 0:
         raise ConfigError("workers.num_gpus must be >= 0")
+    if config.mutation.finetune_every < 0:
+        raise ConfigError(f"mutation.finetune_every must be >= 0 (0: never); got {config.mutation.finetune_every}")
+    if config.mutation.finetune_every and config.mutation.operator != "diff":
+        raise ConfigError("mutation.finetune_every fine-tunes the diff model; it needs mutation.operator=diff")
 
 
 def _one_line(error: BaseException) -> str:

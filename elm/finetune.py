@@ -118,6 +118,7 @@ def finetune(options: FinetuneOptions, on_step: Progress | None = None) -> dict[
     shutil.rmtree(options.out / CHECKPOINT, ignore_errors=True)
     result = {
         "out": str(options.out),
+        "inputs": [str(Path(source).resolve()) for source in options.inputs],
         "method": method,
         "model": "scratch" if options.from_scratch else (options.model or DEFAULT_MODEL),
         "parameters": _parameter_count(model, method),
