@@ -91,3 +91,28 @@ def test_weights_are_swapped_during_the_run_and_a_killed_run_resumes_with_the_la
     store.close()
     assert resumed and set(resumed) == {latest}
 
+
+
+def test_inspect_and_the_report_show_the_funnel_per_model_version(tmp_path):
+    import json
+
+    from elm.report import write_report
+    from elm.store import CandidateRecord, IterationMetrics
+
+    store = RunStore.create(tmp_path, {"environment": "toy"})
+    outcomes = [(0, "generated", "mutation_failed"), (0, "parsed", "mutation_failed"), (1, "applied", "syntax_error"),
+                (1, "scored", "ok"), (1, "generated", "mutation_failed")]
+    records = [CandidateRecord(id=index, iteration=1, parent_id=None, operator="diff", file_name="point.py",
+                               source=None, stage=stage, status=status, extras={"model_version": version})
+               for index, (version, stage, status) in enumerate(outcomes)]
+    metrics = IterationMetrics(1, 1.0, len(records), 0.0, 0.0, 0, None, None, 1.0, {}, {})
+    store.record_iteration(records, metrics, events=[("model_updated", {"version": 1})])
+    store.close()
+
+    summary = json.loads(run_elm("inspect", str(tmp_path), "--json", check=True).stdout)
+    by_version = summary["funnel_by_model_version"]
+    assert by_version["0"]["generated"] == 2 and by_version["0"]["parsed"] == 1 and by_version["0"]["applied"] == 0
+    assert by_version["1"]["generated"] == 3 and by_version["1"]["applied"] == 2 and by_version["1"]["scored"] == 1
+    assert "per diff-model version" in run_elm("inspect", str(tmp_path), check=True).stdout
+    write_report(tmp_path)
+    assert "funnel-by-version" in (tmp_path / "report.html").read_text()

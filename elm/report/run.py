@@ -203,6 +203,12 @@ class Run:
             totals.update(row.funnel)
         return {stage: int(totals.get(stage, 0)) for stage in STAGES}
 
+    def funnel_by_model_version(self) -> dict[str, dict[str, int]]:
+        """The validity funnel of each diff-model version's children (stage 2 swaps the
+        weights during a run); empty for runs without a diff model."""
+        counts = self._read("the funnel per model version", self._store.stage_counts_by_model_version, {})
+        return {str(version): _cumulative(stages) for version, stages in counts.items()}
+
     def status_counts(self) -> dict[str, int]:
         counts = self._read("the candidate statuses", self._store.status_counts, None)
         if counts is None:
@@ -312,6 +318,7 @@ class Run:
             "candidates": sum(statuses.values()),
             "statuses": statuses,
             "funnel": self.funnel(),
+            "funnel_by_model_version": self.funnel_by_model_version(),
             "archive_state": state.label,
             "cells": state.cells,
             "num_elites": state.num_elites,
@@ -464,3 +471,13 @@ def _frame(rows: list[dict[str, Any]], record_type: type) -> Any:
     except ImportError:
         raise UserError("DataFrames need pandas: pip install 'elm[notebook]'") from None
     return pandas.DataFrame(rows, columns=list(record_type.__dataclass_fields__))
+
+
+def _cumulative(stopped_at: dict[str, int]) -> dict[str, int]:
+    """How many reached each stage, from how many stopped at each (a candidate counts for
+    every stage up to the one it stopped at)."""
+    funnel, running = {}, 0
+    for stage in reversed(STAGES):
+        running += stopped_at.get(stage, 0)
+        funnel[stage] = running
+    return {stage: funnel[stage] for stage in STAGES}
