@@ -10,4 +10,5 @@ BENCHES = {
     "mutation": "elm.bench.mutation",
     "pipeline": "elm.bench.pipeline",
     "sodarace": "elm.bench.sodarace",
+    "finetune": "elm.bench.finetune",
 }
