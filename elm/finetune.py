@@ -105,14 +105,14 @@ def finetune(options: FinetuneOptions, on_step: Progress | None = None) -> dict[
     train, heldout = _split(_load_examples(options))
     torch.manual_seed(options.seed)
     device = _device(options.device)
-    model, tokenizer, method, state = _prepare(options, train, device)
+    model, tokenizer, method, state, optimizer_state = _prepare(options, train, device)
     train_ids, too_long = _encode_all(tokenizer, train, options.max_tokens)
     heldout_ids, _ = _encode_all(tokenizer, heldout[:_EVAL_LIMIT], options.max_tokens)
     if not train_ids or not heldout_ids:
         raise UserError(f"every example is longer than --max-tokens {options.max_tokens}; raise it")
     if state.eval_loss_before is None:
         state.eval_loss_before = held_out_loss(model, heldout_ids, options.batch_size, device)
-    trainer = _Trainer(options, model, tokenizer, method, state, train_ids, device, on_step)
+    trainer = _Trainer(options, model, tokenizer, method, state, train_ids, device, on_step, optimizer_state)
     trainer.train()
     eval_loss_after = held_out_loss(model, heldout_ids, options.batch_size, device)
     _save_model(model, tokenizer, method, options.out)
@@ -267,7 +267,7 @@ def _loss(model, batch: dict[str, Any], device):
 
 
 def _prepare(options: FinetuneOptions, train: Sequence[DiffExample], device):
-    """(model in training mode on `device`, tokenizer, method, state)."""
+    """(model in training mode on `device`, tokenizer, method, state, saved optimizer state or None)."""
     checkpoint = options.out / CHECKPOINT
     if options.resume:
         if not (checkpoint / _TRAINER_STATE).is_file():
@@ -285,7 +285,7 @@ def _prepare(options: FinetuneOptions, train: Sequence[DiffExample], device):
         method = options.method or ("lora" if _parameter_count(model, "full") >= LORA_FROM_PARAMETERS else "full")
         if method == "lora":
             model = _with_lora(model, options.lora_rank)
-    return model.to(device).train(), tokenizer, method, _State()
+    return model.to(device).train(), tokenizer, method, _State(), None
 
 
 def _pretrained(name: str, device):
@@ -321,9 +321,7 @@ def _from_checkpoint(options: FinetuneOptions, checkpoint: Path, device):
         model = PeftModel.from_pretrained(base, checkpoint / _ADAPTER, is_trainable=True)
     else:
         model, tokenizer = _pretrained(str(checkpoint), device)
-    model = model.to(device).train()
-    model._elm_optimizer_state = saved["optimizer"]  # picked up by the trainer
-    return model, tokenizer, method, _State(**saved["state"])
+    return model.to(device).train(), tokenizer, method, _State(**saved["state"]), saved["optimizer"]
 
 
 def _save_model(model, tokenizer, method: str, folder: Path) -> None:
@@ -360,7 +358,8 @@ def _device(name: str):
 
 class _Trainer:
     def __init__(self, options: FinetuneOptions, model, tokenizer, method: str, state: _State,
-                 examples: list[_Encoded], device, on_step: Progress | None) -> None:
+                 examples: list[_Encoded], device, on_step: Progress | None,
+                 optimizer_state: dict | None = None) -> None:
         import torch
 
         self.options, self.model, self.tokenizer, self.method = options, model, tokenizer, method
@@ -370,10 +369,8 @@ class _Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=self.peak_lr, betas=(0.9, 0.95),
                                            weight_decay=0.0 if method == "lora" else 0.01)
-        saved = getattr(model, "_elm_optimizer_state", None)
-        if saved is not None:
-            self.optimizer.load_state_dict(saved)
-            del model._elm_optimizer_state
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
 
     def train(self) -> None:
         batches = self._batches()
