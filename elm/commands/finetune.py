@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 _DEFAULT_STEPS = 200
+_DEFAULT_BATCH = 8
+_SCRATCH_BATCH = 2  # more, smaller steps: a scratch model on a CPU learns more per minute
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -29,8 +31,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help=f"optimizer steps (default {_DEFAULT_STEPS})")
     budget.add_argument("--minutes", type=float, help="minutes of training")
-    parser.add_argument("--batch-size", type=int, default=8, help="packed sequences per step (default 8)")
-    parser.add_argument("--lr", type=float, help="peak learning rate (default: 1e-3 scratch, 5e-5 full, 2e-4 LoRA)")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"packed sequences per step (default {_DEFAULT_BATCH}, {_SCRATCH_BATCH} from scratch)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: 3e-3 scratch, 5e-5 full, 2e-4 LoRA)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     parser.add_argument("--resume", action="store_true", help="continue from DIR's last checkpoint")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
@@ -44,10 +47,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     data.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="steps between checkpoints")
     data.add_argument("--seed", type=int, default=0)
     sizes = parser.add_argument_group("--from-scratch model")
-    sizes.add_argument("--layers", type=int, default=4)
-    sizes.add_argument("--hidden", type=int, default=256)
+    sizes.add_argument("--layers", type=int, default=2, help="(default 2: small enough to learn in minutes on a CPU)")
+    sizes.add_argument("--hidden", type=int, default=128)
     sizes.add_argument("--heads", type=int, default=4)
-    sizes.add_argument("--rotary-dim", type=int, default=32)
+    sizes.add_argument("--rotary-dim", type=int, default=16)
     sizes.add_argument("--context", type=int, default=2048, help="positions the model attends to")
     sizes.add_argument("--vocab-size", type=int, default=2048, help="BPE tokens trained on the data")
     parser.add_argument("--lora-rank", type=int, default=16)
@@ -62,7 +65,7 @@ def _finetune(args: argparse.Namespace) -> int:
     options = FinetuneOptions(
         inputs=args.inputs, out=args.out, model=args.model, from_scratch=args.from_scratch,
         method=args.method, steps=args.steps if args.steps is not None or args.minutes is not None else _DEFAULT_STEPS,
-        minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, device=args.device, resume=args.resume,
+        minutes=args.minutes, batch_size=args.batch_size or (_SCRATCH_BATCH if args.from_scratch else _DEFAULT_BATCH), lr=args.lr, device=args.device, resume=args.resume,
         select=args.select, holdout=args.holdout, max_tokens=args.max_tokens,
         checkpoint_every=args.checkpoint_every, seed=args.seed, lora_rank=args.lora_rank,
         vocab_size=args.vocab_size,
