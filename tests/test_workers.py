@@ -225,7 +225,7 @@ def test_swapped_weights_serve_the_parts_that_follow_and_survive_a_worker_restar
     from elm.mutation.scratch_model import build_tiny_codegen
 
     other = build_tiny_codegen(tmp_path / "other", seed=1)
-    mutator = open_diff_mutator(_config(tiny_codegen_dir, num_actors=1))
+    mutator = open_diff_mutator(_config(tiny_codegen_dir))
     try:
         before = mutator.submit(_requests(4))
         mutator.load_model(str(other), 1)
@@ -234,9 +234,10 @@ def test_swapped_weights_serve_the_parts_that_follow_and_survive_a_worker_restar
         assert {c.extras["model_version"] for c in mutator.collect(after)} == {1}
 
         os.kill(_pid_of("diff-worker-0"), signal.SIGKILL)  # Ray restarts it with its first weights
-        mutator.collect(mutator.submit(_requests(4)))  # retried, on whichever weights it has by then
+        mutator.collect(mutator.submit(_requests(8)))  # its part is retried on the other worker
         _events_until(mutator, "worker_restart")
-        children = mutator.collect(mutator.submit(_requests(4)))
+        children = mutator.collect(mutator.submit(_requests(8)))
+        assert {c.extras["worker"] for c in children} == {"diff-worker-0", "diff-worker-1"}
         assert {c.extras["model_version"] for c in children} == {1}
         mutator.load_model(str(tmp_path / "absent"), 2)
         children = mutator.collect(mutator.submit(_requests(4)))
