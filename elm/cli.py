@@ -20,7 +20,8 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 _COMMAND_MODULES = tuple(
     f"elm.commands.{name}"
-    for name in ("run", "eval", "inspect", "report", "serve", "env", "sandbox", "bench", "verify", "config")
+    for name in ("run", "eval", "inspect", "report", "serve", "env", "sandbox", "bench", "verify",
+                 "config", "dataset", "finetune")
 )
 
 

@@ -130,6 +130,13 @@ class MutationConfig:
     concurrency: int = key(8, above=0, about="openai: requests in flight at once")
     price_per_mtok: dict[str, float] | None = key(
         None, about="openai: {prompt: X, completion: Y}, price per million tokens (gives the cost)")
+    finetune_every: int = key(0, at_least=0, about="online stage 2: fine-tune the diff model every this many iterations (0: never)")
+    finetune_steps: int = key(50, above=0, about="online stage 2: training steps of each fine-tuning")
+    finetune_batch_size: int = key(4, above=0, about="online stage 2: packed sequences per training step")
+    finetune_select: str = key("improved", choices=("placed", "improved", "ok", "all"),
+                               about="online stage 2: which of the run's diffs it trains on")
+    finetune_data: str | None = key(
+        None, about="online stage 2: an elm dataset file mixed in (default: the data named in the model's finetune.json)")
 
 
 @dataclass
@@ -227,6 +234,7 @@ def build_config(data: Any, overrides: Sequence[str] = (), source: str = "config
         raise ConfigError(f"{source}: {_one_line(error)}") from None
     _validate(_leaves(merged))
     _validate_served(config.mutation)
+    _validate_online_finetune(config.mutation)
     return config
 
 
@@ -300,6 +308,11 @@ def _validate_served(mutation: MutationConfig) -> None:
     if not mutation.endpoint or not mutation.endpoint.startswith(("http://", "https://")):
         raise ConfigError(f"mutation.backend=openai needs mutation.endpoint, a URL ending in /v1; "
                           f"got {mutation.endpoint!r}")
+
+
+def _validate_online_finetune(mutation: MutationConfig) -> None:
+    if mutation.finetune_every and mutation.operator != "diff":
+        raise ConfigError("mutation.finetune_every fine-tunes the diff model; it needs mutation.operator=diff")
 
 
 def _one_line(error: BaseException) -> str:

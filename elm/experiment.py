@@ -88,11 +88,29 @@ def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> ElmConfig:
 
 def _run_loop(config, environment, archive, sandbox, mutator, store, on_iteration) -> None:
     evaluator = Evaluator(environment, sandbox, config.sandbox)
+    if config.mutation.finetune_every:
+        mutator, on_iteration = _with_online_finetuning(config, mutator, store, on_iteration)
     loop = EvolutionLoop(config, environment, archive, mutator, evaluator, store, on_iteration)
     try:
         loop.run()
     finally:
+        if config.mutation.finetune_every:
+            mutator.stop_training()
         store.close()
+
+
+def _with_online_finetuning(config, mutator, store, on_iteration):
+    """The mutator wrapped by the stage-2 schedule, and a listener that drives it."""
+    from elm.mutation.online import OnlineFinetuning
+
+    online = OnlineFinetuning(mutator, config, store.path.parent, store.events())
+
+    def listener(metrics) -> None:
+        online.after_iteration(metrics)
+        if on_iteration is not None:
+            on_iteration(metrics)
+
+    return online, listener
 
 
 @contextlib.contextmanager

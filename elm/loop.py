@@ -184,13 +184,5 @@ class EvolutionLoop:
 
 
 def funnel_counts(records: Sequence[CandidateRecord]) -> dict[str, int]:
-    """How many records reached each validity stage (a record counts for every stage it passed;
-    an `unchanged` or `duplicate` one passed "applied" and stopped there, not evaluated)."""
-    applied = STAGES.index("applied")
-    reached = Counter(applied if r.stage in REUSED_STAGES else STAGES.index(r.stage)
-                      for r in records if r.stage in FUNNEL)
-    counts, running = dict(Counter(r.stage for r in records if r.stage in REUSED_STAGES)), 0
-    for index in reversed(range(len(STAGES))):
-        running += reached.get(index, 0)
-        counts[STAGES[index]] = running
-    return {stage: counts.get(stage, 0) for stage in FUNNEL}
+    """How many records reached each validity stage."""
+    return funnel_from_stops(Counter(r.stage for r in records))

@@ -64,3 +64,35 @@ def summary_line(metrics: IterationMetrics) -> str:
                     f" | eval {stages['evaluated_per_s']:.1f}/s busy {stages['evaluation_busy']:.0%}")
     return (f"coverage {metrics.coverage:.1%} | QD {metrics.qd_score:.4g} | best {best} | "
             f"{metrics.evals_per_s:.1f} evals/s | {valid}{pipeline}")
+
+
+class StepProgress:
+    """The fine-tuning progress bar: step, loss, tokens/s and time left. Context manager;
+    pass `update` to the trainer as its step listener."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        from rich.progress import TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn("[bold]fine-tuning"),
+            BarColumn(),
+            TextColumn("step {task.fields[step]} | loss {task.fields[loss]} | {task.fields[rate]} tokens/s"),
+            TimeElapsedColumn(),
+            TextColumn("left"),
+            TimeRemainingColumn(),
+            console=Console(stderr=True),
+            disable=not enabled,
+        )
+        self._task = self._progress.add_task("finetune", total=1.0, step=0, loss="-", rate="-")
+
+    def __enter__(self) -> "StepProgress":
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self._progress.stop()
+
+    def update(self, figures: dict) -> None:
+        if not self._progress.live.is_started:  # shown once the data and model are ready
+            self._progress.start()
+        self._progress.update(self._task, completed=figures["progress"], step=figures["step"],
+                              loss=f"{figures['loss']:.3f}", rate=f"{figures['tokens_per_s']:.0f}")

@@ -291,6 +291,17 @@ class RunStore:
         return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),
                 "placed_children": int(placed)}
 
+    def stage_counts_by_model_version(self) -> dict[int, dict[str, int]]:
+        """Candidates per final funnel stage, for each diff-model version that wrote some
+        (`extras.model_version`, recorded by the diff workers)."""
+        rows = self._db.execute(
+            "SELECT json_extract(extras, '$.model_version') AS version, stage, count(*) FROM candidates "
+            "WHERE version IS NOT NULL GROUP BY version, stage ORDER BY version")
+        counts: dict[int, dict[str, int]] = {}
+        for version, stage, count in rows:
+            counts.setdefault(int(version), {})[stage] = count
+        return counts
+
     def snapshot_iterations(self) -> list[int]:
         rows = self._db.execute("SELECT DISTINCT iteration FROM snapshots ORDER BY iteration")
         return [r[0] for r in rows]

@@ -11,4 +11,5 @@ BENCHES = {
     "pipeline": "elm.bench.pipeline",
     "sodarace": "elm.bench.sodarace",
     "serve": "elm.bench.serve",
+    "finetune": "elm.bench.finetune",
 }

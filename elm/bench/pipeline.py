@@ -203,12 +203,9 @@ def _config(args: argparse.Namespace, model: Path, in_flight: int) -> ElmConfig:
 
 
 def _tiny_codegen(folder: Path, layers: int) -> Path:
-    try:
-        from tests.tiny_codegen import build_tiny_codegen
-    except ImportError:
-        raise UserError("the pipeline bench builds its tiny model with tests/tiny_codegen.py; "
-                        "run it from the source tree") from None
     from transformers.utils import logging as transformers_logging
+
+    from elm.mutation.scratch_model import build_tiny_codegen
 
     transformers_logging.disable_progress_bar()
     try:

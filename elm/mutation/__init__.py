@@ -9,7 +9,8 @@ stage it reached and the reason, so every outcome is counted.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 if TYPE_CHECKING:
     from elm.config import ElmConfig
@@ -22,6 +23,24 @@ STAGES = ("generated", "parsed", "applied", "compiled", "ran", "scored", "placed
 REUSED_STAGES = ("unchanged", "duplicate")
 # The funnel as stored and shown: the stages in order, the reused ones after "applied".
 FUNNEL = STAGES[:3] + REUSED_STAGES + STAGES[3:]
+
+
+def funnel_from_stops(stopped_at: Mapping[str, int]) -> dict[str, int]:
+    """How many candidates reached each funnel stage, from how many stopped at each: one
+    counts for every stage up to where it stopped; an `unchanged` or `duplicate` one passed
+    "applied" and stopped there, not evaluated. Stages outside the funnel are not counted."""
+    applied = STAGES.index("applied")
+    reached: Counter[int] = Counter()
+    for stage, count in stopped_at.items():
+        if stage in REUSED_STAGES:
+            reached[applied] += count
+        elif stage in STAGES:
+            reached[STAGES.index(stage)] += count
+    counts, running = {stage: stopped_at.get(stage, 0) for stage in REUSED_STAGES}, 0
+    for index in reversed(range(len(STAGES))):
+        running += reached[index]
+        counts[STAGES[index]] = running
+    return {stage: counts[stage] for stage in FUNNEL}
 
 
 @dataclass(frozen=True)

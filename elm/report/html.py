@@ -127,10 +127,19 @@ def _overview(summary: dict[str, Any]) -> str:
         [stage, count, fmt_percent(count / generated if generated else None)]
         for stage, count in summary["funnel"].items()
     ], table_id="funnel")
+    by_version = summary.get("funnel_by_model_version") or {}
+    versions = ""
+    if len(by_version) > 1:
+        stages = list(next(iter(by_version.values())))
+        versions = "<div><h2>Funnel per model version</h2>" + _table(["version", *stages], [
+            [version, *(f"{count} ({fmt_percent(count / funnel['generated'] if funnel['generated'] else None)})"
+                        for count in funnel.values())]
+            for version, funnel in by_version.items()
+        ], table_id="funnel-by-version") + "</div>"
     return (f"<section id='overview' class='cards'>"
             f"<div><h2>Archive</h2>{archive}</div>"
             f"<div><h2>Candidates ({summary['candidates']})</h2>{statuses}</div>"
-            f"<div><h2>Validity funnel</h2>{funnel}</div>{_tokens_card(summary.get('tokens'))}</section>")
+            f"<div><h2>Validity funnel</h2>{funnel}</div>{versions}{_tokens_card(summary.get('tokens'))}</section>")
 
 
 def _tokens_card(tokens: dict[str, Any] | None) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import numpy as np
 
 from elm.errors import UserError
-from elm.mutation import FUNNEL, REUSED_STAGES
+from elm.mutation import FUNNEL, REUSED_STAGES, funnel_from_stops
 from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, MessageOutcome, RunStore, SnapshotRow
 
 T = TypeVar("T")
@@ -207,6 +207,12 @@ class Run:
         """How the children of each drawn commit message fared, per iteration."""
         return self._read("the commit message outcomes", self._store.message_outcomes, [])
 
+    def funnel_by_model_version(self) -> dict[str, dict[str, int]]:
+        """The validity funnel of each diff-model version's children (stage 2 swaps the
+        weights during a run); empty for runs without a diff model."""
+        counts = self._read("the funnel per model version", self._store.stage_counts_by_model_version, {})
+        return {str(version): funnel_from_stops(stages) for version, stages in counts.items()}
+
     def status_counts(self) -> dict[str, int]:
         counts = self._read("the candidate statuses", self._store.status_counts, None)
         if counts is None:
@@ -318,6 +324,7 @@ class Run:
             "statuses": statuses,
             "funnel": funnel,
             "reused_shares": reused_shares(funnel),
+            "funnel_by_model_version": self.funnel_by_model_version(),
             "archive_state": state.label,
             "cells": state.cells,
             "num_elites": state.num_elites,
@@ -499,3 +506,4 @@ def _frame(rows: list[dict[str, Any]], record_type: type) -> Any:
     except ImportError:
         raise UserError("DataFrames need pandas: pip install 'elm[notebook]'") from None
     return pandas.DataFrame(rows, columns=list(record_type.__dataclass_fields__))
+

@@ -165,6 +165,9 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
     tokens = data.get("tokens") or {}
     if tokens.get("prompt") or tokens.get("completion"):
         console.print(Text(token_text(tokens)))
+    by_version = data.get("funnel_by_model_version") or {}
+    if len(by_version) > 1:
+        console.print(_funnel_by_version_table(by_version))
 
     best = data["best"]
     if best is None:
@@ -248,6 +251,18 @@ def _funnel_table(funnel: dict[str, int]) -> Table:
     generated = funnel.get("generated") or 0
     for stage, count in funnel.items():
         table.add_row(stage, str(count), fmt_percent(count / generated if generated else None))
+    return table
+
+
+def _funnel_by_version_table(by_version: dict[str, dict[str, int]]) -> Table:
+    table = Table(title="Validity funnel per diff-model version", title_justify="left")
+    table.add_column("version", justify="right")
+    for stage in next(iter(by_version.values())):
+        table.add_column(stage, justify="right")
+    for version, funnel in by_version.items():
+        generated = funnel.get("generated") or 0
+        table.add_row(version, *(f"{count} ({fmt_percent(count / generated if generated else None)})"
+                                 for count in funnel.values()))
     return table
 
 
