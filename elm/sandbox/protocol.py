@@ -8,6 +8,7 @@ malformed becomes a `bad_output` outcome (and the runner is retired), never an e
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,13 @@ if TYPE_CHECKING:
 
 PROTOCOL = 1
 RESULT_LIMIT_BYTES = 8 * 1024 * 1024  # the runner's own cap on a result's JSON text
+# Values and keys a result may hold: about 100 bytes of host memory each once decoded, so a
+# batch of results stays small whatever the candidates return. Counted before decoding.
+RESULT_ELEMENT_LIMIT = 100_000
+ANSWER_ELEMENT_LIMIT = 64  # an answer is one flat object of a dozen fields
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_TEXT_STRINGS = re.compile(_JSON_STRING, re.DOTALL)
+_BYTES_STRINGS = re.compile(_JSON_STRING.encode(), re.DOTALL)
 TRUNCATION_NOTE = "\n[output truncated: {total} bytes written, only the start is kept]"
 
 
@@ -72,6 +80,8 @@ def check_ready(line: bytes) -> dict[str, Any]:
 def decode_answer(line: bytes, job_id: int) -> Answer:
     """Turn an answer line into an Outcome; a malformed answer is `bad_output` + retire."""
     try:
+        if json_elements(line) > ANSWER_ELEMENT_LIMIT:
+            raise ProtocolError(f"answer holds more than {ANSWER_ELEMENT_LIMIT} values")
         answer = json.loads(line)
         if not isinstance(answer, dict):
             raise ProtocolError("answer is not an object")
@@ -99,14 +109,35 @@ def decode_answer(line: bytes, job_id: int) -> Answer:
 
 
 def _attach_result(outcome: Outcome, result_json: Any) -> None:
-    """Parse the candidate's JSON text; hostile text (too deep, not JSON) is bad_output."""
+    """Parse the candidate's JSON text; hostile text (too deep, too large, holding too many
+    values, not JSON) is bad_output. The bounds are checked before any object is built."""
+    if isinstance(result_json, str) and len(result_json) > RESULT_LIMIT_BYTES:
+        _refuse_result(outcome, f"result of {len(result_json)} bytes exceeds the limit of {RESULT_LIMIT_BYTES}")
+        return
+    if isinstance(result_json, str) and (count := json_elements(result_json)) > RESULT_ELEMENT_LIMIT:
+        _refuse_result(outcome, f"result holds about {count} values and keys, more than the limit of {RESULT_ELEMENT_LIMIT}")
+        return
     try:
         if not isinstance(result_json, str):
             raise ValueError("no result text")
         outcome.result = json.loads(result_json)
     except (ValueError, RecursionError) as problem:
-        outcome.status = "bad_output"
-        outcome.error = f"result is not valid JSON: {type(problem).__name__}: {str(problem)[:200]}"
+        _refuse_result(outcome, f"result is not valid JSON: {type(problem).__name__}: {str(problem)[:200]}")
+
+
+def _refuse_result(outcome: Outcome, reason: str) -> None:
+    outcome.status = "bad_output"
+    outcome.error = reason
+
+
+def json_elements(text: str | bytes) -> int:
+    """An upper bound on the values and keys `json.loads(text)` would build, counted
+    without building them: with the strings taken out, every value but the first follows
+    a comma, a colon or an opening bracket."""
+    strings = _BYTES_STRINGS if isinstance(text, bytes) else _TEXT_STRINGS
+    bare = strings.sub(b"" if isinstance(text, bytes) else "", text)
+    marks = (b"[", b"{", b",", b":") if isinstance(bare, bytes) else ("[", "{", ",", ":")
+    return 1 + sum(bare.count(mark) for mark in marks)  # type: ignore[arg-type]
 
 
 def _stdout(answer: dict[str, Any]) -> str:
