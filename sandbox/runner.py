@@ -200,7 +200,7 @@ class Runner:
         ending = self._follow(watch, started + job.timeout_s + CLEANUP_SECONDS) if spawned else None
         # A candidate that stopped or killed its spawner may still return from main(): let
         # it, within its own wall-clock limit, before the cleaning up kills what is left.
-        outlived_limit = spawned and ending is None and not self._outlasted_by_job(watch, started + job.timeout_s)
+        outlived_limit = spawned and ending is None and not self._job_ended_by(watch, started + job.timeout_s)
         # Whatever the job left behind is cleared on its own account, before it is answered
         # (and so before the host sends the next job and starts that job's clock).
         cleared, wiped = self._clean_up(job, watch, ending)
@@ -221,7 +221,7 @@ class Runner:
         except SpawnerLost:
             return None
 
-    def _outlasted_by_job(self, watch: "_Watch", limit: float) -> bool:
+    def _job_ended_by(self, watch: "_Watch", limit: float) -> bool:
         """With the spawner lost: wait until every process of the job has ended and closed
         its pipes (True), or its wall-clock limit passes (False)."""
         if not watch.read_until_closed(limit):

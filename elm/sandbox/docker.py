@@ -2,8 +2,8 @@
 
 Every container runs `sandbox/runner.py` as PID 1 with no network, a read-only root, a
 small tmpfs at /scratch (the only writable place), memory with swap equal to memory, a
-CPU quota, a pids limit, every capability dropped, no-new-privileges and a non-root
-user.
+CPU quota, a pids limit, every capability dropped, no-new-privileges, a non-root user,
+an IPC namespace and a cgroup namespace of its own and a neutral hostname.
 
 The host and the runner speak one JSON line each way per job, over one of two transports
 (`sandbox.transport`):
