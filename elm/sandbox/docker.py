@@ -2,8 +2,8 @@
 
 Every container runs `sandbox/runner.py` as PID 1 with no network, a read-only root, a
 small tmpfs at /scratch (the only writable place), memory with swap equal to memory, a
-CPU quota, a pids limit, every capability dropped, no-new-privileges and a non-root
-user.
+CPU quota, a pids limit, every capability dropped, no-new-privileges, a non-root user,
+an IPC namespace and a cgroup namespace of its own and a neutral hostname.
 
 The host and the runner speak one JSON line each way per job, over one of two transports
 (`sandbox.transport`):
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 SANDBOX_LABEL = "org.elm.sandbox"
 OWNER_LABEL = "org.elm.sandbox.owner"
 SANDBOX_USER = "10001:10001"
+SANDBOX_HOSTNAME = "sandbox"
 RUNNER_MEMORY_MB = 128  # the runner's interpreter and numpy, beside the candidate's budget
 DEFAULT_RECONNECT_S = 30.0
 READY_TIMEOUT_S = 60.0
@@ -65,7 +66,7 @@ LAUNCH_TRIES = 3
 STDERR_TAIL_BYTES = 4096
 STDERR_WAIT_S = 1.0  # for a dead runner's last words
 RUNNER_SOCKET = "/run/elm/runner.sock"  # where the runner finds the host's socket
-SOCKET_FOLDER_PREFIX = "elm-runner-socket-"  # then the host process's pid
+SOCKET_FOLDER_PREFIX = "elm-runner-socket-"  # then a random part; the owner's pid is in a file inside
 LOCAL_DAEMON_URL = "http+docker://localhost"  # the docker SDK's name for a unix-socket daemon
 HOW_TO_START = (
     "start it with `sudo scripts/install_docker.sh` (or `sudo systemctl start docker`), "
@@ -107,6 +108,7 @@ def start_container(api: Any, config: "SandboxConfig", labels: dict[str, str], s
         user=SANDBOX_USER,
         network_disabled=True,
         labels=labels,
+        hostname=SANDBOX_HOSTNAME,  # not the container's id
         stop_timeout=1,
         host_config=_locked_down(api, config, options.pop("mounts", None)),
         **options,
@@ -126,6 +128,7 @@ def _locked_down(api: Any, config: "SandboxConfig", mounts: list[Any] | None) ->
         read_only=True,
         tmpfs={"/scratch": scratch},
         ipc_mode="none",
+        cgroupns="private",  # the container's cgroup paths read "/", not the container's id
         mem_limit=memory,
         memswap_limit=memory,
         nano_cpus=int(config.cpus * 1e9),
@@ -469,7 +472,9 @@ class _RunnerSocket:
     """A listening unix socket in a private folder of its own, removed once used."""
 
     def __init__(self) -> None:
-        self._folder = owned_folder(SOCKET_FOLDER_PREFIX)  # mode 0700: no one else gets in
+        # Mode 0700: no one else gets in. Its path is the mount's source, which a candidate
+        # reads in /proc/self/mountinfo: the owner's pid goes in a file, not in the name.
+        self._folder = owned_folder(SOCKET_FOLDER_PREFIX, owner_in_name=False)
         self.path = str(self._folder / "runner.sock")
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
