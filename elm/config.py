@@ -21,7 +21,6 @@ from omegaconf.errors import OmegaConfBaseException
 from elm.errors import UserError
 from elm.sandbox.image import default_image
 
-
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -120,7 +119,7 @@ class MutationConfig:
     device: str = key("auto", about="torch device of the model (auto, cpu, cuda, cuda:1)")
     gp_max_edits: int = key(3, above=0, about="most edits of one gp mutation")
     backend: str = key("hf", choices=("hf", "openai"),
-                       about="where the diff model runs: hf (local or Ray workers) or openai (an OpenAI-protocol server)")
+                       about="where the diff model runs: hf (local or Ray workers) or openai (a served model)")
     endpoint: str | None = key(None, about="openai: the server's base URL, ending in /v1")
     api: str = key("completions", choices=("completions", "chat"),
                    about="openai: completions (the raw <NME>...<DFF> prompt) or chat (instruct models)")
@@ -130,13 +129,14 @@ class MutationConfig:
     concurrency: int = key(8, above=0, about="openai: requests in flight at once")
     price_per_mtok: dict[str, float] | None = key(
         None, about="openai: {prompt: X, completion: Y}, price per million tokens (gives the cost)")
-    finetune_every: int = key(0, at_least=0, about="online stage 2: fine-tune the diff model every this many iterations (0: never)")
+    finetune_every: int = key(
+        0, at_least=0, about="online stage 2: fine-tune the diff model every this many iterations (0: never)")
     finetune_steps: int = key(50, above=0, about="online stage 2: training steps of each fine-tuning")
     finetune_batch_size: int = key(4, above=0, about="online stage 2: packed sequences per training step")
     finetune_select: str = key("improved", choices=("placed", "improved", "ok", "all"),
                                about="online stage 2: which of the run's diffs it trains on")
     finetune_data: str | None = key(
-        None, about="online stage 2: an elm dataset file mixed in (default: the data named in the model's finetune.json)")
+        None, about="online stage 2: an elm dataset file mixed in (default: the one in the model's finetune.json)")
 
 
 @dataclass

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from elm.evaluator import Evaluator
 from elm.mutation import REUSED_STAGES, Child

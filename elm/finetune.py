@@ -27,9 +27,10 @@ import math
 import shutil
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from elm.dataset import HELDOUT, DiffExample, collect_examples, read_examples
 from elm.errors import UserError

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +21,7 @@ from elm.config import ElmConfig
 from elm.duplicates import EvaluatedPrograms
 from elm.environment import Environment
 from elm.evaluator import Evaluator
-from elm.mutation import FUNNEL, REUSED_STAGES, STAGES, Child, MutationRequest, Mutator
+from elm.mutation import Child, MutationRequest, Mutator, funnel_from_stops
 from elm.mutation.messages import make_message_policy, mark_drawn_messages
 from elm.mutation.prompt import commit_messages_for
 from elm.store import CandidateRecord, IterationMetrics, RunStore, SnapshotRow

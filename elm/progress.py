@@ -85,7 +85,7 @@ class StepProgress:
         )
         self._task = self._progress.add_task("finetune", total=1.0, step=0, loss="-", rate="-")
 
-    def __enter__(self) -> "StepProgress":
+    def __enter__(self) -> StepProgress:
         return self
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:

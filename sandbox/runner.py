@@ -176,7 +176,7 @@ class Runner:
         answer["id"] = job_id
         return answer
 
-    def _run(self, job: "_JobRequest") -> dict[str, Any]:
+    def _run(self, job: _JobRequest) -> dict[str, Any]:
         workdir = self.workdir
         started = time.monotonic()  # compiling the job's files counts too
         try:
@@ -211,7 +211,7 @@ class Runner:
         answer.update(seconds=round(time.monotonic() - started, 6), retire=oom_killed or not (cleared and wiped))
         return answer
 
-    def _follow(self, watch: "_Watch", deadline: float) -> "_Ending | None":
+    def _follow(self, watch: _Watch, deadline: float) -> _Ending | None:
         """Collect the candidate's output until the spawner reports its end; None if the
         spawner is lost (it kills candidates at their limit: no report by `deadline`, the
         limit plus CLEANUP_SECONDS, means it is stopped or stuck)."""
@@ -221,7 +221,7 @@ class Runner:
         except SpawnerLost:
             return None
 
-    def _job_ended_by(self, watch: "_Watch", limit: float) -> bool:
+    def _job_ended_by(self, watch: _Watch, limit: float) -> bool:
         """With the spawner lost: wait until every process of the job has ended and closed
         its pipes (True), or its wall-clock limit passes (False)."""
         if not watch.read_until_closed(limit):
@@ -233,7 +233,7 @@ class Runner:
             time.sleep(0.01)
         return True
 
-    def _clean_up(self, job: "_JobRequest", watch: "_Watch", ending: "_Ending | None") -> tuple[bool, bool]:
+    def _clean_up(self, job: _JobRequest, watch: _Watch, ending: _Ending | None) -> tuple[bool, bool]:
         """Leftover processes, System V IPC objects, pipes, files, and a fresh spawner in
         place of a lost one: (all cleared, files wiped)."""
         cleared = ending.cleared if ending is not None else self._drop_spawner()
@@ -248,7 +248,7 @@ class Runner:
                 cleared = False
         return cleared, wiped
 
-    def _spawner(self) -> "Spawner":
+    def _spawner(self) -> Spawner:
         if self.spawner is None:
             raise SpawnerLost("no spawner")
         return self.spawner
@@ -266,8 +266,10 @@ class Runner:
         """Run the child's import path a few times here, before any fork, so that every
         child inherits it already specialised, with the job folder's import finder cached.
         The folder itself stays off the runner's sys.path: only children import from it."""
-        files = {"_elm_warm_up.py": "import _elm_warm_up_helper\n\ndef main():\n    return [_elm_warm_up_helper.VALUE]\n",
-                 "_elm_warm_up_helper.py": "VALUE = 1\n"}
+        files = {
+            "_elm_warm_up.py": "import _elm_warm_up_helper\n\ndef main():\n    return [_elm_warm_up_helper.VALUE]\n",
+            "_elm_warm_up_helper.py": "VALUE = 1\n",
+        }
         _write_files(self.workdir, files)
         sys.path.insert(0, self.workdir)
         try:
@@ -282,7 +284,7 @@ class Runner:
             sys.path.remove(self.workdir)
             self._wipe_scratch()
 
-    def _limits(self, job: "_JobRequest") -> list[tuple[int, int, int]]:
+    def _limits(self, job: _JobRequest) -> list[tuple[int, int, int]]:
         address_space = self._spawner().address_space_bytes + job.memory_mb * 1024 * 1024
         cpu_seconds = math.ceil(job.timeout_s) + 1
         wanted = [
@@ -428,7 +430,7 @@ class _Watch:
         self.result = bytearray()
         self.result_overflow = False
 
-    def follow(self, spawner: "Spawner", deadline: float) -> None:
+    def follow(self, spawner: Spawner, deadline: float) -> None:
         """Read the pipes until the candidate closed both or the spawner reported;
         SpawnerLost if neither happens by `deadline` or the spawner is stopped or dead."""
         if self._read_pipes(deadline, spawner) is None:
@@ -439,7 +441,7 @@ class _Watch:
         has closed them (True) or `deadline` passes (False)."""
         return self._read_pipes(deadline) == "closed"
 
-    def _read_pipes(self, deadline: float, spawner: "Spawner | None" = None) -> str | None:
+    def _read_pipes(self, deadline: float, spawner: Spawner | None = None) -> str | None:
         """Read until both pipes are closed ("closed"), the spawner reported ("report"),
         or `deadline` passes or the spawner is stopped or dead (None)."""
         poller = select.poll()

@@ -28,7 +28,8 @@ import re
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 _PRE_TOKEN = re.compile(r"'(?:s|t|re|ve|m|ll|d)| ?[^\W\d_]+| ?\d+| ?[^\s\w]+|\s+(?!\S)|\s+")
 _NUMBER = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.])")
@@ -207,7 +208,7 @@ def serve_hanging() -> Iterator[str]:
         while not stopping.is_set():
             try:
                 connection, _ = listener.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             accepted.append(connection)
 

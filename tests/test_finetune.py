@@ -100,7 +100,6 @@ def test_an_interrupted_run_leaves_a_loadable_checkpoint_and_resumes(data_file, 
     from elm import finetune as module
 
     out = tmp_path / "model"
-    calls = {"n": 0}
     original = module._Trainer._step
 
     def interrupt_at_step_4(self, rows):

@@ -12,8 +12,9 @@ import difflib
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -133,8 +134,8 @@ def _environment_class(spec: str) -> type[ToyEnvironment]:
 
 def _seed_records(env_class: type[ToyEnvironment], first_id: int) -> list[CandidateRecord]:
     dims = len(env_class.descriptor_space)
-    results = [{"f": 0.5, **{n: 0.1 for n in "xyz"[:dims]}},
-               {"f": 0.8, **{n: 0.9 for n in "xyz"[:dims]}}]
+    results = [{"f": 0.5, **dict.fromkeys("xyz"[:dims], 0.1)},
+               {"f": 0.8, **dict.fromkeys("xyz"[:dims], 0.9)}]
     return [
         CandidateRecord(id=first_id + i, iteration=0, parent_id=None, operator="seed",
                         file_name="program.py", source=toy_source(result), stage="scored",

@@ -7,19 +7,18 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from elm.serve import Dashboard
 from elm.store import RunStore
 from tests.test_report_browser import browser, requests_made  # noqa: F401  (fixture; skips without Chromium)
 from tests.test_report_support import TOY_3D, toy_run, write_toy_run  # noqa: F401  (fixture)
-
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 ITERATIONS = 60
 _PROGRESS = re.compile(r"^iteration (\d+) of (\d+)$")
@@ -39,7 +38,7 @@ class SlowWriter:
         self.committed.set()
         self._stop.wait(self._pause_s)
 
-    def __enter__(self) -> "SlowWriter":
+    def __enter__(self) -> SlowWriter:
         self._thread.start()
         assert self.committed.wait(60), "the writer committed no iteration"
         return self

@@ -27,8 +27,9 @@ import itertools
 import math
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from elm.archive import Archive
 from elm.config import ElmConfig, build_config
@@ -235,7 +236,8 @@ def _timed_run(config: ElmConfig, environment: _TimedEnvironment, mutator: _Pare
     run_dir.mkdir(parents=True)
     store = RunStore.create(run_dir, {"archive": archive.layout()})
     try:
-        loop = EvolutionLoop(config, environment, archive, mutator, Evaluator(environment, sandbox, config.sandbox), store)
+        evaluator = Evaluator(environment, sandbox, config.sandbox)
+        loop = EvolutionLoop(config, environment, archive, mutator, evaluator, store)
         started = time.perf_counter()
         try:
             loop.run()

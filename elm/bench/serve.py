@@ -106,7 +106,8 @@ def _page_times(args: argparse.Namespace) -> dict[str, Any]:
             started = time.perf_counter()
             lineage = _get(dashboard.url + f"{api}/candidates/{best}/lineage")
             seconds["its lineage"] = time.perf_counter() - started
-            seconds["message statistics (slowest call)"], message_calls = _messages_time(dashboard.url + f"{api}/messages")
+            slowest, message_calls = _messages_time(dashboard.url + f"{api}/messages")
+            seconds["message statistics (slowest call)"] = slowest
             snapshots = _get(dashboard.url + f"{api}/live")["snapshots"]
             seconds["a snapshot"] = _get_time(dashboard.url + f"{api}/archive?snapshot={snapshots[0]}")
         page_parts = ("run page", "first poll (all metrics)", "archive", "best elite", "its lineage")

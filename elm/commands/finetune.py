@@ -65,7 +65,9 @@ def _finetune(args: argparse.Namespace) -> int:
     options = FinetuneOptions(
         inputs=args.inputs, out=args.out, model=args.model, from_scratch=args.from_scratch,
         method=args.method, steps=args.steps if args.steps is not None or args.minutes is not None else _DEFAULT_STEPS,
-        minutes=args.minutes, batch_size=args.batch_size or (_SCRATCH_BATCH if args.from_scratch else _DEFAULT_BATCH), lr=args.lr, device=args.device, resume=args.resume,
+        minutes=args.minutes,
+        batch_size=args.batch_size or (_SCRATCH_BATCH if args.from_scratch else _DEFAULT_BATCH),
+        lr=args.lr, device=args.device, resume=args.resume,
         select=args.select, holdout=args.holdout, max_tokens=args.max_tokens,
         checkpoint_every=args.checkpoint_every, seed=args.seed, lora_rank=args.lora_rank,
         vocab_size=args.vocab_size,

@@ -27,7 +27,8 @@ def _register_build(actions: Any) -> None:
         description="Build or refresh the sandbox image (and, the first time, its offline Debian base).",
     )
     build.add_argument("--config", help="experiment YAML whose sandbox.image is built")
-    build.add_argument("--image", help="image name (default: sandbox.image: $ELM_SANDBOX_IMAGE, else elm-sandbox:latest)")
+    build.add_argument("--image",
+                       help="image name (default: sandbox.image: $ELM_SANDBOX_IMAGE, else elm-sandbox:latest)")
     build.add_argument(
         "--base",
         metavar="IMAGE",

@@ -8,9 +8,10 @@ stage it reached and the reason, so every outcome is counted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from elm.config import ElmConfig
@@ -110,7 +111,7 @@ class InProcessMutator:
         pass
 
 
-def make_mutator(config: "ElmConfig", environment: "Environment") -> Mutator:
+def make_mutator(config: ElmConfig, environment: Environment) -> Mutator:
     operator = config.mutation.operator
     if operator == "gp":
         from elm.mutation.gp import GPMutator

@@ -19,8 +19,8 @@ whatever the diff uses; a source with mixed endings is patched byte for byte.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 EOS_TOKENS = ("<|endoftext|>",)
 RECORD_TAGS = ("<NME>", "<BEF>", "<MSG>", "<DFF>")

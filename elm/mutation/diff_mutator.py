@@ -11,8 +11,8 @@ its child has stage "skipped" and the token count in `error`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from elm.config import MutationConfig
 from elm.errors import UserError

@@ -19,7 +19,8 @@ makes the draws themselves repeatable.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterable, Protocol, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 

@@ -3,9 +3,10 @@
 Sampling shares one prefill among all samples of a prompt: the prompts run once as a
 left-padded batch, the KV cache is expanded to one row per sample into tensors sized for
 the whole generation (`_PreallocatedCache`: a decode step writes one column in place
-instead of copying the cache to append it), and a small decode loop draws the new tokens. Each sample has its own random generator seeded from its own seed, so
-its tokens depend on that seed, not on which other samples share the batch (up to the
-rounding differences batch shapes can cause). A sample stops at the end-of-text token or
+instead of copying the cache to append it), and a small decode loop draws the new tokens.
+Each sample has its own random generator seeded from its own seed, so its tokens depend
+on that seed, not on which other samples share the batch (up to the rounding differences
+batch shapes can cause). A sample stops at the end-of-text token or
 when a new `<NME>` record starts; finished samples leave the batch.
 
 Weights come from a hub id or a local folder. The hub is offline by default
@@ -17,10 +18,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -58,7 +60,7 @@ class Generation:
         return sum(len(sample) for samples in self.tokens for sample in samples)
 
 
-def resolve_device(device: str = "auto") -> "torch.device":
+def resolve_device(device: str = "auto") -> torch.device:
     """`auto` picks the GPU when there is one; an unusable request is a ModelLoadError."""
     import torch
 
@@ -73,7 +75,7 @@ def resolve_device(device: str = "auto") -> "torch.device":
     return resolved
 
 
-def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto` is bfloat16 (float16 without bf16 support) on GPU, float32 on CPU.
 
     Most CPUs have no native bfloat16 matrix units; there bfloat16 runs several times slower
@@ -101,7 +103,7 @@ class DiffModel:
         self.pad_token_id = _pad_token_id(model, tokenizer)
 
     @classmethod
-    def load(cls, name_or_path: str, dtype: str = "auto", device: str = "auto") -> "DiffModel":
+    def load(cls, name_or_path: str, dtype: str = "auto", device: str = "auto") -> DiffModel:
         """Load from a local folder or a hub id; any failure is one ModelLoadError line."""
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
@@ -111,7 +113,7 @@ class DiffModel:
         return cls(model.to(torch_device), tokenizer, name=str(name_or_path))
 
     @property
-    def device(self) -> "torch.device":
+    def device(self) -> torch.device:
         return self.model.device
 
     @property
@@ -217,7 +219,7 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def filter_top_p(logits: "torch.Tensor", top_p: float) -> "torch.Tensor":
+def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose probability reaches `top_p`."""
     import torch
 
@@ -233,8 +235,8 @@ def filter_top_p(logits: "torch.Tensor", top_p: float) -> "torch.Tensor":
 
 
 def sample_from_logits(
-    logits: "torch.Tensor", temperature: float, top_p: float, uniforms: "torch.Tensor"
-) -> "torch.Tensor":
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor
+) -> torch.Tensor:
     """One token per row by inverse transform: row i takes the token where the cumulative
     probability first exceeds `uniforms[i]` (uniform in [0, 1), drawn from its own seed)."""
     import torch
@@ -312,7 +314,7 @@ class _DecodeRun:
         logits = output.logits[:, -1, :].float()[rows]
         return logits, cache, attention_mask[rows], positions[rows, -1:]
 
-    def _step(self, tokens, cache: "_PreallocatedCache", positions):
+    def _step(self, tokens, cache: _PreallocatedCache, positions):
         positions = positions + 1
         output = self.model(
             input_ids=tokens[:, None],
@@ -495,7 +497,7 @@ def _load_tokenizer(name_or_path: str, source: str):
     return tokenizer
 
 
-def _load_weights(name_or_path: str, source: str, dtype: "torch.dtype"):
+def _load_weights(name_or_path: str, source: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     try:

@@ -23,8 +23,9 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from elm.config import ConfigError, ElmConfig
 from elm.finetune import RESULT_FILE

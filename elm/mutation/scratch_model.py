@@ -11,9 +11,9 @@ seconds: the model the pipeline bench and the tests sample from.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -32,8 +32,9 @@ import concurrent.futures
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from elm.errors import UserError
 from elm.mutation import Child, MutationRequest
@@ -89,7 +90,7 @@ class ServedMutator:
 
     name = "diff"
 
-    def __init__(self, settings: "MutationConfig") -> None:
+    def __init__(self, settings: MutationConfig) -> None:
         from openai import AsyncOpenAI
 
         self.settings = settings

@@ -24,8 +24,9 @@ import dataclasses
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from elm.cluster import check_worker_resources, error_reason, join_cluster, leave_cluster
 from elm.errors import UserError
@@ -55,7 +56,7 @@ class WorkerUnusable(WorkerError):
 class DiffWorker:
     """A Ray actor holding one copy of the diff model (created through `ray.remote`)."""
 
-    def __init__(self, name: str, settings: "MutationConfig") -> None:
+    def __init__(self, name: str, settings: MutationConfig) -> None:
         from elm.mutation.diff_mutator import DiffMutator
         from elm.mutation.model import DiffModel
 
@@ -130,7 +131,7 @@ class _Slot:
     lost: bool = False
 
 
-def open_diff_mutator(config: "ElmConfig") -> "RayDiffMutator":
+def open_diff_mutator(config: ElmConfig) -> RayDiffMutator:
     """Start the workers (each loads `config.mutation.model`); ready when this returns."""
     return RayDiffMutator(config)
 
@@ -155,7 +156,7 @@ class RayDiffMutator:
 
     name = "diff"
 
-    def __init__(self, config: "ElmConfig") -> None:
+    def __init__(self, config: ElmConfig) -> None:
         self._shape = config.workers  # workers.*: how many, what each reserves, retries
         self.retries = 0
         self._events: list[Event] = []
@@ -248,7 +249,7 @@ class RayDiffMutator:
 
     # -- starting ---------------------------------------------------------------------------
 
-    def _start_workers(self, settings: "MutationConfig") -> None:
+    def _start_workers(self, settings: MutationConfig) -> None:
         import ray
 
         options = {
@@ -388,7 +389,7 @@ class RayDiffMutator:
                     self._loading.append((slot.name, slot.actor.load_model.remote(*self._model), self._model))
 
 
-def _worker_settings(settings: "MutationConfig", workers: "WorkersConfig") -> "MutationConfig":
+def _worker_settings(settings: MutationConfig, workers: WorkersConfig) -> MutationConfig:
     """The mutation settings a worker loads with: a worker that reserves no GPU runs on CPU
     (Ray leaves every GPU visible to it, so `auto` would take one unreserved)."""
     if workers.num_gpus > 0:

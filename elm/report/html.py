@@ -12,10 +12,11 @@ import base64
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex

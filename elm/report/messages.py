@@ -35,11 +35,11 @@ def message_statistics(run: Run) -> list[dict[str, Any]]:
     for entry in run.meta.get("commit_messages") or []:
         if isinstance(entry, dict) and isinstance(entry.get("text"), str):
             rows[entry["text"]] = {"text": entry["text"], "weight": entry.get("weight"),
-                                   **{name: 0 for name in COUNTS}}
+                                   **dict.fromkeys(COUNTS, 0)}
     outcomes = run.message_outcomes()
     for outcome in outcomes:
         row = rows.setdefault(outcome.message, {"text": outcome.message, "weight": None,
-                                                **{name: 0 for name in COUNTS}})
+                                                **dict.fromkeys(COUNTS, 0)})
         for name in COUNTS:
             row[name] += getattr(outcome, name)
     means = _posterior_means(rows.values(), outcomes) if message_selection(run) == "bandit" else {}

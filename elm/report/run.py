@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class ArchiveLayout:
     centroids: tuple[tuple[float, ...], ...] | None = None
 
     @classmethod
-    def from_meta(cls, layout: dict[str, Any]) -> "ArchiveLayout":
+    def from_meta(cls, layout: dict[str, Any]) -> ArchiveLayout:
         return cls(
             kind=str(layout["kind"]),
             names=tuple(layout["names"]),
@@ -379,7 +380,7 @@ class Run:
     def close(self) -> None:
         self._store.close()
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *exc: object) -> None:

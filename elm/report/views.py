@@ -8,8 +8,9 @@ plain text, never as rich markup, with terminal control characters made visible.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console, Group
 from rich.panel import Panel

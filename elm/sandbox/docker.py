@@ -41,13 +41,13 @@ from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import check_image
 from elm.sandbox.leftovers import owned_folder, process_exists, remove_abandoned_folders, remove_folder
 from elm.sandbox.pool import (
+    SEND_TIMEOUT_S,
     BackendLost,
     PooledSandbox,
     RunnerDeath,
     RunnerLost,
     RunnerPool,
     RunnerWedged,
-    SEND_TIMEOUT_S,
 )
 from elm.sandbox.protocol import ProtocolError, check_ready
 
@@ -79,7 +79,7 @@ class DockerSandbox(PooledSandbox):
 
     def __init__(
         self,
-        config: "SandboxConfig",
+        config: SandboxConfig,
         reconnect_s: float = DEFAULT_RECONNECT_S,
     ) -> None:
         client = connect()
@@ -99,7 +99,7 @@ class DockerSandbox(PooledSandbox):
         return [channel.container_id for channel in self._pool.channels()]  # type: ignore[attr-defined]
 
 
-def start_container(api: Any, config: "SandboxConfig", labels: dict[str, str], streams: dict[str, int],
+def start_container(api: Any, config: SandboxConfig, labels: dict[str, str], streams: dict[str, int],
                     **options: Any) -> tuple[str, Any]:
     """Create a locked-down sandbox container (`options` go to create_container), attach
     the given streams and start it: its id and the attached socket."""
@@ -119,7 +119,7 @@ def start_container(api: Any, config: "SandboxConfig", labels: dict[str, str], s
     return container_id, attached
 
 
-def _locked_down(api: Any, config: "SandboxConfig", mounts: list[Any] | None) -> Any:
+def _locked_down(api: Any, config: SandboxConfig, mounts: list[Any] | None) -> Any:
     """The host config of every sandbox container (see the module docstring)."""
     memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB}m"
     scratch = f"rw,nosuid,nodev,noexec,size={config.scratch_mb}m,uid=10001,gid=10001,mode=0700"
@@ -161,14 +161,14 @@ def connect() -> Any:
 class _ContainerLauncher:
     """Creates, attaches and starts locked-down runner containers."""
 
-    def __init__(self, client: Any, config: "SandboxConfig", owner: str) -> None:
+    def __init__(self, client: Any, config: SandboxConfig, owner: str) -> None:
         self.client = client
         self.api = client.api
         self.config = config
         self.owner = owner
         self.transport = choose_transport(config.transport, client)
 
-    def launch(self) -> "_ContainerChannel":
+    def launch(self) -> _ContainerChannel:
         failure = "no attempt"
         for _ in range(LAUNCH_TRIES):
             channel = self._start_container()
@@ -228,7 +228,7 @@ class _ContainerLauncher:
         except Exception:
             pass
 
-    def _start_container(self) -> "_ContainerChannel":
+    def _start_container(self) -> _ContainerChannel:
         if self.transport == "socket":
             return self._start_socket_container()
         container_id, attached = self._create_and_start(
@@ -237,7 +237,7 @@ class _ContainerLauncher:
         )
         return _AttachedChannel(self, container_id, attached)
 
-    def _start_socket_container(self) -> "_ContainerChannel":
+    def _start_socket_container(self) -> _ContainerChannel:
         listener = _RunnerSocket()
         try:
             container_id, attached = self._create_and_start(
@@ -332,7 +332,7 @@ class _ContainerChannel:
             connection = self._connection()
             connection.settimeout(timeout)
             connection.sendall(data)
-        except socket.timeout:
+        except TimeoutError:
             raise RunnerWedged("sending the job timed out") from None
         except OSError as problem:
             raise RunnerLost(str(problem)) from None
@@ -413,7 +413,7 @@ class _SocketChannel(_ContainerChannel):
     docstring); the attached stream carries only the runner's stderr."""
 
     def __init__(self, launcher: _ContainerLauncher, container_id: str, attached: Any,
-                 listener: "_RunnerSocket") -> None:
+                 listener: _RunnerSocket) -> None:
         super().__init__(launcher, container_id, attached)
         self._listener: _RunnerSocket | None = listener
         self._socket: socket.socket | None = None
@@ -518,7 +518,7 @@ def _receive(connection: socket.socket, deadline: float) -> bytes:
     try:
         connection.settimeout(remaining)
         chunk = connection.recv(262144)
-    except socket.timeout:
+    except TimeoutError:
         raise RunnerWedged("no answer in time") from None
     except OSError as problem:
         raise RunnerLost(str(problem)) from None

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import runner_path
@@ -34,14 +35,14 @@ _FOLDER_PREFIX = "elm-sandbox-"  # then the owner's pid: folders of vanished own
 class LocalSandbox(PooledSandbox):
     """`Sandbox` over local runner processes."""
 
-    def __init__(self, config: "SandboxConfig", hidden_env: Sequence[str] = ()) -> None:
+    def __init__(self, config: SandboxConfig, hidden_env: Sequence[str] = ()) -> None:
         self._launcher = _ProcessLauncher(config, hidden_env)
         self._pool = RunnerPool(self._launcher, config, reconnect_s=0.0)
         self._pool.warm_up()
 
 
 class _ProcessLauncher:
-    def __init__(self, config: "SandboxConfig", hidden_env: Sequence[str] = ()) -> None:
+    def __init__(self, config: SandboxConfig, hidden_env: Sequence[str] = ()) -> None:
         self.config = config
         self.hidden_env = frozenset(hidden_env)
         remove_abandoned_folders(_FOLDER_PREFIX)
@@ -49,7 +50,7 @@ class _ProcessLauncher:
         self._runner = str(runner_path())
         self._count = 0
 
-    def launch(self) -> "_ProcessChannel":
+    def launch(self) -> _ProcessChannel:
         self._count += 1
         scratch = self.folder / f"runner-{self._count}"
         stderr_path = self.folder / f"runner-{self._count}.stderr"

@@ -37,7 +37,7 @@ class Answer:
     retire: bool
 
 
-def encode_job(job: Job, job_id: int, config: "SandboxConfig") -> bytes:
+def encode_job(job: Job, job_id: int, config: SandboxConfig) -> bytes:
     """The request line for one job; raises ValueError for a job the runner cannot take."""
     check_job(job)
     request = {
@@ -52,7 +52,7 @@ def encode_job(job: Job, job_id: int, config: "SandboxConfig") -> bytes:
     return json.dumps(request).encode("utf-8") + b"\n"
 
 
-def max_answer_bytes(config: "SandboxConfig") -> int:
+def max_answer_bytes(config: SandboxConfig) -> int:
     """An upper bound on an honest answer line: escaped result plus escaped output."""
     return 2 * RESULT_LIMIT_BYTES + 6 * int(config.output_limit_bytes) + 65536
 
@@ -108,7 +108,8 @@ def _attach_result(outcome: Outcome, result_json: Any) -> None:
         _refuse_result(outcome, f"result of {len(result_json)} bytes exceeds the limit of {RESULT_LIMIT_BYTES}")
         return
     if isinstance(result_json, str) and (count := json_elements(result_json)) > RESULT_ELEMENT_LIMIT:
-        _refuse_result(outcome, f"result holds about {count} values and keys, more than the limit of {RESULT_ELEMENT_LIMIT}")
+        _refuse_result(outcome,
+                       f"result holds about {count} values and keys, more than the limit of {RESULT_ELEMENT_LIMIT}")
         return
     try:
         if not isinstance(result_json, str):

@@ -66,7 +66,7 @@ class Dashboard:
         finally:
             self._socket.close()
 
-    def start(self) -> "Dashboard":
+    def start(self) -> Dashboard:
         self._thread = threading.Thread(target=self.serve_forever, name="elm-serve", daemon=True)
         self._thread.start()
         while not self._server.started and self._thread.is_alive():
@@ -82,7 +82,7 @@ class Dashboard:
             self._thread = None
         self._socket.close()
 
-    def __enter__(self) -> "Dashboard":
+    def __enter__(self) -> Dashboard:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

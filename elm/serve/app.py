@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import AsyncIterator, Callable
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request

@@ -16,8 +16,9 @@ packings built along the walls. Both change smoothly as circles move and grow.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -1,5 +1,4 @@
 import numpy as np
-
 from walker_creator import query_cppn, walker_creator
 
 
