@@ -114,8 +114,9 @@ class Flaky(Answers):
         self.failures = failures
         self.status = status
 
-    def fails_now(self) -> bool:
-        return len(self.seen) <= self.failures
+    def fails(self, arrival: int) -> bool:
+        """Whether the request that arrived `arrival`-th (from 1) is refused."""
+        return arrival <= self.failures
 
     def completion(self, body: dict[str, Any]) -> list[str]:
         return self.inner.completion(body)
@@ -137,20 +138,21 @@ def make_app(answers: Answers):
     async def handle(request: Request, kind: str):
         body = await request.json()
         answers.seen.append({"kind": kind, "body": body, "authorization": request.headers.get("authorization")})
+        arrival = len(answers.seen)  # counted now: requests in flight together must not share a number
         answers.at_once += 1
         answers.most_at_once = max(answers.most_at_once, answers.at_once)
         try:
             await asyncio.sleep(answers.delay_s)
-            return answer(body, kind)
+            return answer(body, kind, arrival)
         finally:
             answers.at_once -= 1
 
-    def answer(body: dict[str, Any], kind: str):
+    def answer(body: dict[str, Any], kind: str, arrival: int):
         if isinstance(answers, Garbage):
-            if len(answers.seen) % 2:
+            if arrival % 2:
                 return PlainTextResponse("<html>upstream is having a bad day</html>")
             return JSONResponse({"id": "x", "object": "text_completion", "note": "no choices here"})
-        if isinstance(answers, Flaky) and answers.fails_now():
+        if isinstance(answers, Flaky) and answers.fails(arrival):
             error = {"message": f"refused with {answers.status}", "type": "server_error"}
             return JSONResponse({"error": error}, status_code=answers.status)
         texts = answers.chat(body) if kind == "chat" else answers.completion(body)
