@@ -7,7 +7,8 @@ Nothing here places candidates in the archive; the loop does. Every child comes 
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from elm.config import SandboxConfig
 from elm.environment import Environment, Score

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from elm import __version__
 from elm.archive import Archive
-from elm.config import ElmConfig, config_to_yaml, load_config
+from elm.config import ElmConfig, config_to_yaml, load_config, secret_variables
 from elm.environment import Environment, load_environment
 from elm.errors import UserError
 from elm.evaluator import Evaluator
@@ -88,11 +88,29 @@ def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> ElmConfig:
 
 def _run_loop(config, environment, archive, sandbox, mutator, store, on_iteration) -> None:
     evaluator = Evaluator(environment, sandbox, config.sandbox)
+    if config.mutation.finetune_every:
+        mutator, on_iteration = _with_online_finetuning(config, mutator, store, on_iteration)
     loop = EvolutionLoop(config, environment, archive, mutator, evaluator, store, on_iteration)
     try:
         loop.run()
     finally:
+        if config.mutation.finetune_every:
+            mutator.stop_training()
         store.close()
+
+
+def _with_online_finetuning(config, mutator, store, on_iteration):
+    """The mutator wrapped by the stage-2 schedule, and a listener that drives it."""
+    from elm.mutation.online import OnlineFinetuning
+
+    online = OnlineFinetuning(mutator, config, store.path.parent, store.events())
+
+    def listener(metrics) -> None:
+        online.after_iteration(metrics)
+        if on_iteration is not None:
+            on_iteration(metrics)
+
+    return online, listener
 
 
 @contextlib.contextmanager
@@ -102,7 +120,7 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
 
         sandbox = DistributedSandbox(config)
     else:
-        sandbox = open_sandbox(config.sandbox)
+        sandbox = open_sandbox(config.sandbox, hidden_env=secret_variables(config))
     try:
         mutator = make_mutator(config, environment)
         try:
@@ -114,7 +132,11 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
 
 
 def _meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict:
+    from dataclasses import asdict
+
     from omegaconf import OmegaConf
+
+    from elm.mutation.prompt import commit_messages_for
 
     return {
         "config": OmegaConf.to_container(OmegaConf.structured(config)),
@@ -122,6 +144,7 @@ def _meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict
         "environment_options": dict(config.environment.options),
         "archive": archive.layout(),
         "qd_offset": environment.qd_offset,
+        "commit_messages": [asdict(m) for m in commit_messages_for(config, environment)],
         "created_at": time.time(),
         "elm_version": __version__,
     }

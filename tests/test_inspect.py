@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from elm.cli import main
-from elm.mutation import STAGES
+from elm.mutation import FUNNEL
 from elm.store import RunStore
 from tests.test_report_support import (  # noqa: F401  (fixtures)
     HOSTILE_COMMENT,
@@ -60,7 +60,7 @@ def test_summary_json(capsys, any_run: Path, store: RunStore) -> None:
     assert data["max_fitness"] == max(c.fitness for c in scored)
     assert data["coverage"] == pytest.approx(store.metrics()[-1].coverage)
     assert data["qd_score"] == pytest.approx(store.metrics()[-1].qd_score)
-    assert list(data["funnel"]) == list(STAGES) and data["funnel"]["generated"] == len(candidates)
+    assert list(data["funnel"]) == list(FUNNEL) and data["funnel"]["generated"] == len(candidates)
     assert data["best"]["source"] == store.candidate(data["best"]["candidate_id"]).source
 
 

@@ -13,7 +13,7 @@ from elm.archive import Archive
 from elm.config import ArchiveConfig
 from elm.environment import DescriptorSpace, Dimension
 from elm.errors import UserError
-from elm.mutation import STAGES
+from elm.mutation import FUNNEL
 from elm.report import open_run
 from elm.report.run import best_per_niche
 from elm.store import RunStore
@@ -85,7 +85,7 @@ def test_summary_counts_what_the_store_holds(any_run: Path, store: RunStore) -> 
     assert summary["qd_score"] == pytest.approx(last.qd_score)
     generated = summary["funnel"]["generated"]
     assert generated == len(candidates)
-    assert list(summary["funnel"]) == list(STAGES)
+    assert list(summary["funnel"]) == list(FUNNEL)
     assert summary["funnel"]["placed"] == sum(c.placement in ("new", "improved") for c in candidates)
     best = store.candidate(summary["best"]["candidate_id"])
     assert summary["best"]["source"] == best.source and best.fitness == summary["max_fitness"]

@@ -11,7 +11,8 @@ from rich.console import Console
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "inspect", help="summarise a run, or show its best elites, a niche, a lineage or a snapshot")
+        "inspect", help="summarise a run, or show its best elites, a niche, a lineage, a snapshot "
+                        "or its commit messages")
     parser.add_argument("run_dir", help="a run folder (holds run.sqlite)")
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--top", type=int, metavar="K", help="the K best elites")
@@ -19,6 +20,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="the elite of one niche: grid coordinates, or the cell index of a CVT archive")
     view.add_argument("--lineage", type=int, metavar="CANDIDATE_ID",
                       help="the chain of mutations from a seed to a candidate")
+    view.add_argument("--messages", action="store_true",
+                      help="each commit message's children: tries, ran, placed, new niches, improvements")
     parser.add_argument("--snapshot", type=int, metavar="N",
                         help="the archive stored at iteration N (alone, or with --top / --niche)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -32,6 +35,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     if args.lineage is not None and args.snapshot is not None:
         raise UserError("--snapshot does not apply to --lineage (a lineage does not change)")
+    if args.messages:
+        return _messages(args)
     with open_run(args.run_dir) as run:
         if args.top is not None:
             data, printer = views.top_view(run, args.top, args.snapshot), views.print_top
@@ -47,6 +52,22 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         printer(Console(), data)
+    return 0
+
+
+def _messages(args: argparse.Namespace) -> int:
+    from elm.errors import UserError
+    from elm.report.messages import message_selection, message_statistics, print_messages
+    from elm.report.run import open_run
+
+    if args.snapshot is not None:
+        raise UserError("--snapshot does not apply to --messages")
+    with open_run(args.run_dir) as run:
+        rows, selection = message_statistics(run), message_selection(run)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print_messages(Console(), rows, selection)
     return 0
 
 

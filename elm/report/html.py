@@ -12,10 +12,11 @@ import base64
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex
@@ -50,6 +51,7 @@ def run_page(run: Run, state: ArchiveState, records: Mapping[int, CandidateRecor
         _problems(run.problems),
         _overview(summary),
         _archive_section(state),
+        _messages_section(run),
         _plots_section(plots),
     ])
     return _page(f"elm report: {run.name}", body, data, script=True)
@@ -126,10 +128,49 @@ def _overview(summary: dict[str, Any]) -> str:
         [stage, count, fmt_percent(count / generated if generated else None)]
         for stage, count in summary["funnel"].items()
     ], table_id="funnel")
+    by_version = summary.get("funnel_by_model_version") or {}
+    versions = ""
+    if len(by_version) > 1:
+        stages = list(next(iter(by_version.values())))
+        versions = "<div><h2>Funnel per model version</h2>" + _table(["version", *stages], [
+            [version, *(f"{count} ({fmt_percent(count / funnel['generated'] if funnel['generated'] else None)})"
+                        for count in funnel.values())]
+            for version, funnel in by_version.items()
+        ], table_id="funnel-by-version") + "</div>"
     return (f"<section id='overview' class='cards'>"
             f"<div><h2>Archive</h2>{archive}</div>"
             f"<div><h2>Candidates ({summary['candidates']})</h2>{statuses}</div>"
-            f"<div><h2>Validity funnel</h2>{funnel}</div></section>")
+            f"<div><h2>Validity funnel</h2>{funnel}</div>{versions}{_tokens_card(summary.get('tokens'))}</section>")
+
+
+def _tokens_card(tokens: dict[str, Any] | None) -> str:
+    """Model tokens spent, per placed child and priced, for runs whose model counted them."""
+    if not tokens or not (tokens["prompt"] or tokens["completion"]):
+        return ""
+    rows = [["prompt tokens", f"{tokens['prompt']:,}"], ["completion tokens", f"{tokens['completion']:,}"],
+            ["tokens per placed child", fmt_number(tokens["per_placed_child"])]]
+    if tokens.get("cost") is not None:
+        rows += [["cost", fmt_number(tokens["cost"])],
+                 ["cost per placed child", fmt_number(tokens["cost_per_placed_child"])]]
+    return f"<div><h2>Model tokens</h2>{_table(['', ''], rows, header=False, table_id='tokens')}</div>"
+
+
+def _messages_section(run: Run) -> str:
+    from elm.report.messages import COUNTS, message_selection, message_statistics
+
+    rows = message_statistics(run)
+    if not rows:
+        return ""
+    bandit = message_selection(run) == "bandit"
+    headers = ["message", "weight", *COUNTS, "placed share"] + (["expected success"] if bandit else [])
+    table = _table(headers, [
+        [r["text"], fmt_number(r["weight"]), *(r[name] for name in COUNTS), fmt_percent(r["placed_share"])]
+        + ([fmt_percent(r["posterior_mean"])] if bandit else [])
+        for r in rows
+    ], table_id="messages")
+    return (f"<section id='messages'><h2>Commit messages ({escape(message_selection(run))} selection)</h2>"
+            f"<p class='sub'>The children each message was drawn for. A GP mutation ignores the "
+            f"message, so there the figures show what chance alone gives.</p>{table}</section>")
 
 
 def _archive_section(state: ArchiveState) -> str:

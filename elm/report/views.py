@@ -8,8 +8,9 @@ plain text, never as rich markup, with terminal control characters made visible.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -115,6 +116,7 @@ def candidate_dict(record: CandidateRecord, layout: ArchiveLayout | None,
                         if layout is not None and record.niche is not None else None),
         "placement": record.placement, "commit_message": record.commit_message,
         "diff": record.diff, "file_name": record.file_name,
+        "tokens": record.extras.get("tokens"),
     }
     if source:
         data["source"] = record.source
@@ -161,6 +163,12 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
     for status, count in data["statuses"].items():
         statuses.add_row(Text(_printable(str(status))), str(count))
     console.print(Group(archive, statuses, _funnel_table(data["funnel"])))
+    tokens = data.get("tokens") or {}
+    if tokens.get("prompt") or tokens.get("completion"):
+        console.print(Text(token_text(tokens)))
+    by_version = data.get("funnel_by_model_version") or {}
+    if len(by_version) > 1:
+        console.print(_funnel_by_version_table(by_version))
 
     best = data["best"]
     if best is None:
@@ -247,6 +255,18 @@ def _funnel_table(funnel: dict[str, int]) -> Table:
     return table
 
 
+def _funnel_by_version_table(by_version: dict[str, dict[str, int]]) -> Table:
+    table = Table(title="Validity funnel per diff-model version", title_justify="left")
+    table.add_column("version", justify="right")
+    for stage in next(iter(by_version.values())):
+        table.add_column(stage, justify="right")
+    for version, funnel in by_version.items():
+        generated = funnel.get("generated") or 0
+        table.add_row(version, *(f"{count} ({fmt_percent(count / generated if generated else None)})"
+                                 for count in funnel.values()))
+    return table
+
+
 def _elite_table(title: str, names: list[str], rank: bool, origin: bool) -> Table:
     table = Table(title=title, title_justify="left")
     if rank:
@@ -326,6 +346,18 @@ def progress_text(summary: dict[str, Any]) -> str:
         text += f" of {configured}"
     if configured is not None and not summary["finished"]:
         text += " (stopped early or still running)"
+    return text
+
+
+def token_text(tokens: dict[str, Any]) -> str:
+    """Model tokens on one line: totals, per placed child, cost when priced."""
+    text = f"model tokens: {tokens['prompt']:,} prompt + {tokens['completion']:,} completion"
+    if tokens.get("per_placed_child") is not None:
+        text += f", {tokens['per_placed_child']:,.0f} per placed child"
+    if tokens.get("cost") is not None:
+        text += f"; cost {tokens['cost']:.4g}"
+        if tokens.get("cost_per_placed_child") is not None:
+            text += f" ({tokens['cost_per_placed_child']:.3g} per placed child)"
     return text
 
 
