@@ -41,6 +41,13 @@ returned or raised still counts), kills every other process and starts a new spa
 this file run anew, not a copy of the runner, whose memory by then holds earlier jobs.
 The runner runs itself again at start with a fixed hash seed (see _fix_hash_seed).
 Standard library only: the same file serves every sandbox backend.
+
+Some kernels lack what the runner uses by default: gVisor (Docker's `runsc` runtime) has
+no /proc/<pid>/task/<tid>/children, no /proc/sysvipc tables, no cgroup memory files in
+the container and no pidfd_open. The runner finds out once, at start (`_Kernel`), and
+uses an equally strict replacement for each: a process's children from the parent field
+of every /proc/<pid>/stat, System V IPC objects from the kernel's counts (*_INFO) and by
+removing every id handed out since the last job, and a candidate's end from SIGCHLD.
 """
 
 from __future__ import annotations
@@ -101,6 +108,17 @@ _COMPILED_LIMIT_BYTES = 4 * 1024 * 1024  # the runner keeps at most this much co
 _FD_CEILING = 65536  # descriptors below this are closed in the spawner and the child
 _LIVENESS_S = 0.25  # while waiting on the spawner: how often to check it was not stopped
 _IPC_TABLES = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/msg", "msgctl"), ("/proc/sysvipc/sem", "semctl"))
+_IPC_PRIVATE, _IPC_CREAT = 0, 0o1000
+_SHM_INFO, _MSG_INFO, _SEM_INFO = 14, 12, 19
+_IPC_SCAN_LIMIT = 65536  # ids handed out in one job beyond which the runner is retired instead
+_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
+_SYSCALLS = {  # audit architecture, and the numbers of the calls that _install_syscall_filter watches
+    "x86_64": (0xC000003E, {"kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
+                            "rt_tgsigqueueinfo": 297, "mq_open": 240}),
+    "aarch64": (0xC00000B7, {"kill": 129, "tkill": 130, "tgkill": 131, "rt_sigqueueinfo": 138,
+                             "rt_tgsigqueueinfo": 240, "mq_open": 180}),
+}
+_OOM_COUNTERS = ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events")
 _SIGNAL_MEANINGS = {
     signal.SIGSEGV: "segmentation fault",
     signal.SIGBUS: "bus error",
@@ -154,7 +172,9 @@ class Runner:
         self.spawner: Spawner | None = None
         self._oom_kills = _oom_kill_count()
         self._hard_limits = {kind: resource.getrlimit(kind)[1] for kind in _LIMITED}
-        self._static_limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_MSGQUEUE, 0)]
+        self._static_limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256)]
+        if _KERNEL.msgqueue_limit:  # else mq_open is refused outright (see _install_syscall_filter)
+            self._static_limits.append((resource.RLIMIT_MSGQUEUE, 0))
         if max_user_processes is not None:
             self._static_limits.append((resource.RLIMIT_NPROC, max_user_processes))
 
@@ -620,6 +640,8 @@ def _exec_fresh_spawner(channel: socket.socket, is_namespace_init: bool, scratch
 
 def _await_exit(pid: int, timeout_s: float) -> bool:
     """Wait for the candidate to end, killing it at its wall-clock limit; True if killed."""
+    if not _KERNEL.pidfd:
+        return _await_exit_by_sigchld(pid, timeout_s)
     pidfd = os.pidfd_open(pid)
     try:
         if select.select([pidfd], [], [], timeout_s)[0]:
@@ -631,6 +653,20 @@ def _await_exit(pid: int, timeout_s: float) -> bool:
         return True
     finally:
         os.close(pidfd)
+
+
+def _await_exit_by_sigchld(pid: int, timeout_s: float) -> bool:
+    """_await_exit without pidfd_open: SIGCHLD stays blocked in the spawner (see
+    _prepare_spawner), so a child's end waits as a pending signal that sigtimedwait takes.
+    The candidate is not reaped here, so its pid is still its own when it is killed."""
+    deadline = time.monotonic() + timeout_s
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            _kill_quietly(pid)
+            return True
+        signal.sigtimedwait((signal.SIGCHLD,), remaining)  # any child's end, or a stop: look again
+    return False
 
 
 def _received_descriptors(header: bytes, descriptors: list[tuple[int, int, bytes]]) -> tuple[int, int]:
@@ -658,6 +694,8 @@ def _prepare_spawner(channel: socket.socket) -> None:
     os.closerange(3, kept)
     os.closerange(kept + 1, _FD_CEILING)
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    if not _KERNEL.pidfd:
+        signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGCHLD,))  # see _await_exit_by_sigchld
     _seed_random_generators()  # here: os.fork() just reseeded Python's generator in this process
     # Done once here rather than in every child: fd 1 is the capture pipe there.
     sys.stdout.reconfigure(line_buffering=True, errors="backslashreplace")
@@ -793,6 +831,8 @@ def _become_candidate(order: bytes, out_write: int, result_write: int) -> None:
         os.dup2(out_write, 2)
         os.dup2(result_copy, _RESULT_FD)  # stdin is already /dev/null (see _prepare_spawner)
         os.closerange(_RESULT_FD + 1, _FD_CEILING)
+        if not _KERNEL.pidfd:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGCHLD,))  # blocked in the spawner only
         for kind, soft, hard in limits:
             resource.setrlimit(kind, (soft, hard))
         os.chdir(workdir)
@@ -1095,8 +1135,43 @@ def _protect_runner() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # inherited: an oversized write raises, not kills
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+    if os.getpid() == 1 or not _KERNEL.msgqueue_limit:
+        _install_syscall_filter(libc, shield_init=os.getpid() == 1, refuse_message_queues=not _KERNEL.msgqueue_limit)
     if os.getpid() != 1:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _install_syscall_filter(libc: Any, shield_init: bool, refuse_message_queues: bool) -> None:
+    """A seccomp filter for this process and all it forks: with `shield_init`, a signal
+    sent to PID 1 (the runner) by number is dropped and the call returns 0, as Linux does
+    for the init of a pid namespace (gVisor delivers it); with `refuse_message_queues`
+    (RLIMIT_MSGQUEUE cannot be set: gVisor refuses every change of it), mq_open fails,
+    since a POSIX message queue outlives its creator and no later job may find one. Calls
+    of another architecture and x32 calls are refused altogether."""
+    arch, numbers = _SYSCALLS.get(platform.machine(), (None, {}))
+    if arch is None:
+        raise SystemExit(f"sandbox runner: no system call filter for {platform.machine()}")
+    allow, refuse, dropped = 0x7FFF0000, 0x00050000 | 13, 0x00050000  # ALLOW, ERRNO(EACCES), ERRNO(0)
+    load, equal, at_least, give = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, RET|K
+    signalling = [numbers[name] for name in ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")]
+    refused = [numbers["mq_open"]] if refuse_message_queues else []
+    shielded = signalling if shield_init else []
+    program = [(load, 0, 0, 4), (equal, 1, 0, arch), (give, 0, 0, refuse),  # seccomp_data.arch
+               (load, 0, 0, 0), (at_least, 0, 1, 0x40000000), (give, 0, 0, refuse)]  # .nr; x32
+    for number in refused:
+        program += [(equal, 0, 1, number), (give, 0, 0, refuse)]
+    for index, number in enumerate(shielded):  # to the argument check below the allow
+        program.append((equal, len(shielded) - index, 0, number))
+    program.append((give, 0, 0, allow))
+    if shielded:
+        program += [(load, 0, 0, 16), (equal, 0, 1, 1), (give, 0, 0, dropped), (give, 0, 0, allow)]  # args[0]
+    filters = (ctypes.c_uint64 * len(program))(
+        *(code | jump_true << 16 | jump_false << 24 | value << 32 for code, jump_true, jump_false, value in program)
+    )
+    fprog = struct.pack("HxxxxxxP", len(program), ctypes.addressof(filters))
+    libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if libc.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.c_char_p(fprog), 0, 0) != 0:
+        raise SystemExit(f"sandbox runner: cannot install its system call filter: {os.strerror(ctypes.get_errno())}")
 
 
 def _write_files(workdir: str, files: dict[str, str]) -> None:
@@ -1143,7 +1218,24 @@ def _unlock_folders(top: str) -> None:
 
 def _child_pids() -> list[int]:
     me = os.getpid()
+    if not _KERNEL.children_files:
+        return _children_by_parent().get(me, [])
     return [int(pid) for pid in _read_small_file(f"/proc/{me}/task/{me}/children").split()]
+
+
+def _children_by_parent() -> dict[int, list[int]]:
+    """Every process's children, from the parent field of each /proc/<pid>/stat (where
+    /proc/<pid>/task/<tid>/children is missing; the runner and spawner are single-threaded)."""
+    found: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            parent = int(_read_small_file(f"/proc/{name}/stat").rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended meanwhile
+        found.setdefault(parent, []).append(int(name))
+    return found
 
 
 def _read_small_file(path: str) -> bytes:
@@ -1184,15 +1276,18 @@ def _kill_everything_else() -> None:
 
 
 def _oom_kill_count() -> int:
-    """Out-of-memory kills so far in this cgroup (cgroup v1 or v2); 0 where unreadable."""
-    for path in ("/sys/fs/cgroup/memory/memory.oom_control", "/sys/fs/cgroup/memory.events"):
-        try:
-            counters = _read_small_file(path)
-        except OSError:
-            continue
-        for line in counters.split(b"\n"):
-            if line.startswith(b"oom_kill "):
-                return int(line[9:])
+    """Out-of-memory kills so far in this cgroup (cgroup v1 or v2); 0 where the kernel
+    keeps no such count (gVisor: there an out-of-memory kill ends the whole container,
+    which the host reports)."""
+    if _KERNEL.oom_counter is None:
+        return 0
+    try:
+        counters = _read_small_file(_KERNEL.oom_counter)
+    except OSError:
+        return 0
+    for line in counters.split(b"\n"):
+        if line.startswith(b"oom_kill "):
+            return int(line[9:])
     return 0
 
 
@@ -1200,6 +1295,8 @@ def _remove_ipc_objects() -> bool:
     """Remove every System V shared-memory segment, message queue and semaphore set: they
     outlive their creator, and in the container's own IPC namespace every one of them was
     made by a candidate. False if some are still there afterwards."""
+    if _KERNEL.ipc_ids is not None:
+        return _KERNEL.ipc_ids.remove_all()
     removed = False
     libc = None
     for table, remover in _IPC_TABLES:
@@ -1238,6 +1335,8 @@ def _is_running(pid: int) -> bool:
 
 
 def _descendants(pid: int) -> list[int]:
+    if not _KERNEL.children_files:
+        return _descendants_by_parent(pid)
     found: list[int] = []
     pending = [pid]
     while pending:
@@ -1256,6 +1355,111 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _descendants_by_parent(pid: int) -> list[int]:
+    children = _children_by_parent()
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        below = children.get(pending.pop(), [])
+        found += below
+        pending += below
+    return found
+
+
+class _IpcIds:
+    """System V IPC objects where /proc/sysvipc does not list them (gVisor).
+
+    The kernel's *_INFO counts say whether any object of a kind exists. Ids are handed out
+    in increasing order, so every object made since the last sweep has an id between the
+    last sweep's probe and a new probe object's id: a sweep removes each of those ids and
+    must leave the count at zero. A wrapped or too wide range, or a count above zero
+    afterwards, fails the clean-up (the host then replaces the runner)."""
+
+    _KINDS = ("shm", "msg", "sem")
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._marks = {kind: self._probe(kind) for kind in self._KINDS}
+
+    def remove_all(self) -> bool:
+        cleared = True
+        for kind in self._KINDS:
+            if self._count(kind) != 0:
+                cleared = self._sweep(kind) and cleared
+        return cleared
+
+    def _sweep(self, kind: str) -> bool:
+        newest, oldest = self._probe(kind), self._marks[kind]
+        if newest < 0 or not 0 <= oldest < newest <= oldest + _IPC_SCAN_LIMIT:
+            return False
+        for ident in range(oldest + 1, newest):
+            self._remove(kind, ident)
+        self._marks[kind] = newest
+        return self._count(kind) == 0
+
+    def _count(self, kind: str) -> int:
+        """Shared-memory pages, message queues or semaphore sets that exist (-1: unknown)."""
+        info = (ctypes.c_ulong * 16)()  # larger than shm_info, msginfo and seminfo
+        if kind == "shm":
+            done = self._libc.shmctl(0, _SHM_INFO, info)
+            return info[1] if done >= 0 else -1  # shm_tot, after the int used_ids and padding
+        if kind == "msg":
+            done = self._libc.msgctl(0, _MSG_INFO, info)
+            return ctypes.cast(info, ctypes.POINTER(ctypes.c_int))[0] if done >= 0 else -1  # msgpool
+        done = self._libc.semctl(0, 0, _SEM_INFO, info)
+        return ctypes.cast(info, ctypes.POINTER(ctypes.c_int))[7] if done >= 0 else -1  # semusz
+
+    def _probe(self, kind: str) -> int:
+        """The id the kernel hands out next: made and removed at once (-1: none free)."""
+        flags = _IPC_CREAT | 0o600
+        if kind == "shm":
+            ident = self._libc.shmget(_IPC_PRIVATE, 1, flags)
+        elif kind == "msg":
+            ident = self._libc.msgget(_IPC_PRIVATE, flags)
+        else:
+            ident = self._libc.semget(_IPC_PRIVATE, 1, flags)
+        if ident >= 0:
+            self._remove(kind, ident)
+        return ident
+
+    def _remove(self, kind: str, ident: int) -> None:
+        if kind == "sem":
+            self._libc.semctl(ident, 0, _IPC_RMID)
+        else:
+            getattr(self._libc, f"{kind}ctl")(ident, _IPC_RMID, None)
+
+
+class _Kernel:
+    """What the kernel under the runner offers, found once at start (see the module
+    docstring): each missing feature has its replacement."""
+
+    def __init__(self) -> None:
+        me = os.getpid()
+        self.children_files = os.path.exists(f"/proc/{me}/task/{me}/children")
+        self.pidfd = _has_pidfd()
+        self.oom_counter = next((path for path in _OOM_COUNTERS if os.path.exists(path)), None)
+        self.msgqueue_limit = _can_set_limit(resource.RLIMIT_MSGQUEUE)
+        has_tables = all(os.path.exists(table) for table, _ in _IPC_TABLES)
+        # Only the init of the container's IPC namespace sweeps ids (see Runner._clean_up).
+        self.ipc_ids = None if has_tables or me != 1 else _IpcIds()
+
+
+def _can_set_limit(kind: int) -> bool:
+    try:
+        resource.setrlimit(kind, resource.getrlimit(kind))  # no change: only whether it is allowed
+    except (ValueError, OSError):
+        return False
+    return True
+
+
+def _has_pidfd() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
 def _signal_name(number: int) -> str:
     try:
         return signal.Signals(number).name
@@ -1267,6 +1471,8 @@ def _send(message: dict[str, Any]) -> None:
     sys.stdout.buffer.write(json.dumps(message).encode("ascii") + b"\n")
     sys.stdout.buffer.flush()
 
+
+_KERNEL = _Kernel()
 
 if __name__ == "__main__":
     sys.exit(main())

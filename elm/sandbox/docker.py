@@ -20,12 +20,22 @@ The host and the runner speak one JSON line each way per job, over one of two tr
 Either way the container's stderr is attached and kept as a short tail for diagnosing a
 dead container.
 
+The container runtime (`sandbox.runtime`) is runc, Docker's default, or runsc: gVisor,
+a kernel of its own between the candidate and the host's (`bash scripts/setup.sh
+--gvisor` installs and registers it). gVisor refuses to mount the host's socket, so under
+runsc `auto` means attach (said once, as a warning) and `socket` is refused. Its sentry
+and its ptrace stubs are host processes of the container, several per candidate process,
+so under runsc the container's pids limit is raised to RUNSC_HOST_PIDS and the runner
+limits candidates to `sandbox.pids_limit` processes itself (RLIMIT_NPROC, which gVisor
+enforces).
+
 Containers are labelled with their owner (host and process), so what a crashed run left
 behind is removed the next time a sandbox opens, and nothing else is ever touched.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
@@ -69,6 +79,10 @@ RUNNER_SOCKET = "/run/elm/runner.sock"  # where the runner finds the host's sock
 SOCKET_FOLDER_PREFIX = "elm-runner-socket-"  # then a random part; the owner's pid is in a file inside
 LOCAL_DAEMON_URL = "http+docker://localhost"  # the docker SDK's name for a unix-socket daemon
 GVISOR_SETUP = "install and register gVisor with `bash scripts/setup.sh --gvisor`"
+RUNSC_PIDS_PER_PROCESS = 8  # host tasks of the container per process inside (measured: about 5)
+RUNSC_BASE_PIDS = 64  # host tasks of an idle gVisor container (measured: 38)
+_log = logging.getLogger(__name__)
+_said: set[str] = set()  # notes given once per process
 HOW_TO_START = (
     "start it with `sudo scripts/install_docker.sh` (or `sudo systemctl start docker`), "
     "or choose the local backend explicitly with sandbox.backend=local (no container isolation)"
@@ -134,7 +148,7 @@ def _locked_down(api: Any, config: SandboxConfig, mounts: list[Any] | None) -> A
         mem_limit=memory,
         memswap_limit=memory,
         nano_cpus=int(config.cpus * 1e9),
-        pids_limit=config.pids_limit,
+        pids_limit=host_pids_limit(config),
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         log_config=LogConfig(type="none"),
@@ -156,9 +170,35 @@ def check_runtime(client: Any, runtime: str) -> None:
         )
 
 
-def choose_transport(wanted: str, client: Any) -> str:
+def host_pids_limit(config: SandboxConfig) -> int:
+    """The container's pids limit: `sandbox.pids_limit`, or under runsc room for gVisor's
+    own host tasks (the runner then holds candidates to `sandbox.pids_limit`)."""
+    if config.runtime == "runsc":
+        return RUNSC_BASE_PIDS + RUNSC_PIDS_PER_PROCESS * config.pids_limit
+    return config.pids_limit
+
+
+def runner_arguments(config: SandboxConfig) -> list[str]:
+    """Arguments for the runner in the image (after its --scratch)."""
+    if config.runtime == "runsc":
+        return ["--max-user-processes", str(config.pids_limit)]
+    return []
+
+
+def choose_transport(wanted: str, client: Any, runtime: str = "runc") -> str:
     """`socket` or `attach`: `auto` means socket where the daemon is local (a unix socket:
-    it can bind-mount a folder of this machine) and attach where it is remote."""
+    it can bind-mount a folder of this machine) and attach where it is remote or the
+    runtime is runsc (gVisor cannot mount a socket)."""
+    if runtime == "runsc":
+        if wanted == "socket":
+            raise SandboxUnavailable(
+                "sandbox.transport=socket cannot work under runtime runsc (gVisor refuses to mount "
+                "the host's socket): use sandbox.transport=attach or auto"
+            )
+        if wanted == "auto" and "runsc attach" not in _said:
+            _said.add("runsc attach")
+            _log.warning("sandbox: runtime runsc cannot mount the host's socket; using the attach transport")
+        return "attach"
     if wanted != "auto":
         return wanted
     return "socket" if client.api.base_url == LOCAL_DAEMON_URL else "attach"
@@ -182,7 +222,7 @@ class _ContainerLauncher:
         self.api = client.api
         self.config = config
         self.owner = owner
-        self.transport = choose_transport(config.transport, client)
+        self.transport = choose_transport(config.transport, client, config.runtime)
 
     def launch(self) -> _ContainerChannel:
         failure = "no attempt"
@@ -248,6 +288,7 @@ class _ContainerLauncher:
         if self.transport == "socket":
             return self._start_socket_container()
         container_id, attached = self._create_and_start(
+            command=runner_arguments(self.config) or None,
             stdin_open=True,  # with detach=False: StdinOnce, so a vanished host ends the runner
             streams={"stdin": 1, "stdout": 1, "stderr": 1},
         )
@@ -257,7 +298,7 @@ class _ContainerLauncher:
         listener = _RunnerSocket()
         try:
             container_id, attached = self._create_and_start(
-                command=["--connect", RUNNER_SOCKET],
+                command=["--connect", RUNNER_SOCKET, *runner_arguments(self.config)],
                 mounts=[Mount(RUNNER_SOCKET, listener.path, type="bind", read_only=True)],
                 streams={"stderr": 1},
             )
