@@ -52,10 +52,14 @@ if [ "$changed" = "no" ] && runtime_known; then
     exit 0
 fi
 say "registered runsc in $DAEMON_JSON; reloading dockerd"
+# SIGHUP: dockerd rereads daemon.json; running containers go on (never a restart).
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet docker 2>/dev/null; then
     as_root systemctl reload docker
+elif [ -s /var/run/docker.pid ]; then
+    as_root kill -HUP "$(cat /var/run/docker.pid)"
 else
-    as_root pkill -HUP -x dockerd
+    say "dockerd is not running: start it (scripts/install_docker.sh) and run this again"
+    exit 1
 fi
 waited=0
 until runtime_known; do

@@ -3,11 +3,19 @@
 # running, sandbox image built. Idempotent: what is already there is left alone.
 #   bash scripts/setup.sh          # for running experiments
 #   bash scripts/setup.sh --test   # also what the tests and checks need (pytest, ruff, mypy, headless Chromium)
+#   bash scripts/setup.sh --gvisor # also gVisor's runsc as a Docker runtime (sandbox.runtime: runsc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_tests=0
-[ "${1:-}" = "--test" ] && with_tests=1
+with_gvisor=0
+for option in "$@"; do
+    case "$option" in
+        --test) with_tests=1 ;;
+        --gvisor) with_gvisor=1 ;;
+        *) echo "setup: unknown option $option (use --test, --gvisor)" >&2; exit 2 ;;
+    esac
+done
 
 apt_install() {
     local missing=()
@@ -36,4 +44,5 @@ extras=""
 .venv/bin/pip install -q -e ".${extras}"
 
 bash scripts/install_docker.sh
+[ "$with_gvisor" = 1 ] && bash scripts/install_gvisor.sh
 .venv/bin/elm sandbox build

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--pool-size", type=int, help="default: sandbox.pool_size")
     parser.add_argument("--config", help="experiment YAML whose sandbox section is used")
+    parser.add_argument("--runtime", choices=("runc", "runsc"),
+                        help="container runtime of the pool and the fresh containers (default: sandbox.runtime)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -59,25 +61,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     config = _config(args)
     job = _job(0, config)
-    seconds = {"pool": 0.0, "fresh": 0.0, "subprocess": 0.0}
+    seconds = {"pool": 0.0, "fresh": 0.0, "subprocess": 0.0, "runc_pool": 0.0}
     pool = DockerSandbox(config)
     fresh = _FreshContainers(config)
+    runc_pool = DockerSandbox(replace(config, runtime="runc")) if config.runtime != "runc" else None
     try:
         _check(pool.run_many(_jobs(config.pool_size * 4, config)), "pool warm-up")
+        if runc_pool is not None:
+            _check(runc_pool.run_many(_jobs(config.pool_size * 4, config)), "runc pool warm-up")
         _bare_subprocesses(job, 2, 1)
         for _ in range(args.rounds):
             jobs = _jobs(args.candidates, config)
             seconds["pool"] += _timed(lambda jobs=jobs: _check(pool.run_many(jobs), "pool"))
+            if runc_pool is not None:
+                seconds["runc_pool"] += _timed(lambda jobs=jobs: _check(runc_pool.run_many(jobs), "runc pool"))
             jobs = _jobs(args.fresh, config)
             seconds["fresh"] += _timed(lambda jobs=jobs: fresh.run_many(jobs))
             seconds["subprocess"] += _timed(lambda: _bare_subprocesses(job, args.subprocesses, config.pool_size))
     finally:
         pool.close()
         fresh.close()
+        if runc_pool is not None:
+            runc_pool.close()
     pool_rate = args.rounds * args.candidates / seconds["pool"]
     fresh_rate = args.rounds * args.fresh / seconds["fresh"]
     subprocess_rate = args.rounds * args.subprocesses / seconds["subprocess"]
-    return {
+    figures = {
+        "runtime": config.runtime,
         "pool_per_s": round(pool_rate, 2),
         "fresh_container_per_s": round(fresh_rate, 3),
         "subprocess_per_s": round(subprocess_rate, 2),
@@ -89,17 +99,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "image": config.image,
         "cpus": os.cpu_count(),
     }
+    if runc_pool is not None:
+        runc_rate = args.rounds * args.candidates / seconds["runc_pool"]
+        figures.update(runc_pool_per_s=round(runc_rate, 2), runsc_pool_vs_runc_pool=round(pool_rate / runc_rate, 3))
+    return figures
 
 
 def describe(result: dict[str, Any]) -> str:
-    return "\n".join([
-        f"sandbox throughput, {result['in_flight']} candidates in flight, {result['cpus']} CPUs:",
+    lines = [
+        f"sandbox throughput ({result['runtime']}), {result['in_flight']} candidates in flight, {result['cpus']} CPUs:",
         f"  warm container pool     {result['pool_per_s']:>10.1f} candidates/s",
         f"  fresh container each    {result['fresh_container_per_s']:>10.2f} candidates/s",
         f"  bare subprocess each    {result['subprocess_per_s']:>10.1f} candidates/s",
         f"  pool / fresh container  {result['pool_vs_fresh_container']:>10.1f}x",
         f"  pool / subprocess       {result['pool_vs_subprocess']:>10.2f}x",
-    ])
+    ]
+    if "runc_pool_per_s" in result:
+        lines += [f"  runc container pool     {result['runc_pool_per_s']:>10.1f} candidates/s",
+                  f"  runsc pool / runc pool  {result['runsc_pool_vs_runc_pool']:>10.3f}x"]
+    return "\n".join(lines)
 
 
 def _config(args: argparse.Namespace) -> SandboxConfig:
@@ -108,6 +126,8 @@ def _config(args: argparse.Namespace) -> SandboxConfig:
         raise UserError("the sandbox benchmark measures the docker backend; sandbox.backend is " + config.backend)
     if args.pool_size is not None:
         config = replace(config, pool_size=args.pool_size)
+    if args.runtime is not None:
+        config = replace(config, runtime=args.runtime)
     for name in ("candidates", "fresh", "subprocesses", "rounds"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name} must be positive")

@@ -60,6 +60,10 @@ def _register_run(actions: Any) -> None:
     run.add_argument(
         "--backend", choices=("docker", "local"), help="override sandbox.backend (local: no container)"
     )
+    run.add_argument(
+        "--runtime", choices=("runc", "runsc"),
+        help="override sandbox.runtime (runsc: gVisor, set up by `bash scripts/setup.sh --gvisor`)",
+    )
     run.set_defaults(handler=_run)
 
 
@@ -82,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {"pool_size": 1 if args.pool_size is None else _positive(args.pool_size, "--pool-size")}
     if args.backend:
         overrides["backend"] = args.backend
+    if args.runtime:
+        overrides["runtime"] = args.runtime
     if args.timeout is not None:
         overrides["timeout_s"] = _positive(args.timeout, "--timeout")
     if args.memory is not None:
