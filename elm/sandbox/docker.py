@@ -25,9 +25,10 @@ a kernel of its own between the candidate and the host's (`bash scripts/setup.sh
 --gvisor` installs and registers it). gVisor refuses to mount the host's socket, so under
 runsc `auto` means attach (said once, as a warning) and `socket` is refused. Its sentry
 and its ptrace stubs are host processes of the container, several per candidate process,
-so under runsc the container's pids limit is raised to RUNSC_HOST_PIDS and the runner
+so under runsc the container's pids limit is raised (host_pids_limit) and the runner
 limits candidates to `sandbox.pids_limit` processes itself (RLIMIT_NPROC, which gVisor
-enforces).
+enforces). gVisor mounts a writable tmpfs at /tmp unless told otherwise: under runsc
+/tmp is an empty read-only tmpfs.
 
 Containers are labelled with their owner (host and process), so what a crashed run left
 behind is removed the next time a sandbox opens, and nothing else is ever touched.
@@ -142,7 +143,7 @@ def _locked_down(api: Any, config: SandboxConfig, mounts: list[Any] | None) -> A
     return api.create_host_config(
         network_mode="none",
         read_only=True,
-        tmpfs={"/scratch": scratch},
+        tmpfs=_tmpfs(config, scratch),
         ipc_mode="none",
         cgroupns="private",  # the container's cgroup paths read "/", not the container's id
         mem_limit=memory,
@@ -168,6 +169,14 @@ def check_runtime(client: Any, runtime: str) -> None:
         raise SandboxUnavailable(
             f"the Docker daemon has no container runtime {runtime!r} (it has {', '.join(sorted(known))}): {how}"
         )
+
+
+def _tmpfs(config: SandboxConfig, scratch: str) -> dict[str, str]:
+    """The scratch folder; under runsc also an empty read-only /tmp, since gVisor would
+    otherwise mount a writable tmpfs there that outlives every job."""
+    if config.runtime == "runsc":
+        return {"/scratch": scratch, "/tmp": "ro,nosuid,nodev,noexec,size=4k"}
+    return {"/scratch": scratch}
 
 
 def host_pids_limit(config: SandboxConfig) -> int:
