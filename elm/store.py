@@ -245,6 +245,10 @@ class RunStore:
         return self._select_candidates(
             "WHERE source IS NOT NULL AND stage NOT IN ('unchanged', 'duplicate')", ())
 
+    def lineage_links(self) -> Iterator[tuple[int, int | None]]:
+        """(candidate id, parent id) of every candidate, in id order."""
+        return iter(self._db.execute("SELECT id, parent_id FROM candidates ORDER BY id"))
+
     def message_outcomes(self, iteration: int | None = None) -> list[MessageOutcome]:
         """Per iteration (all, or one) and drawn commit message (`extras.drawn_message`):
         tries, how many ran in the sandbox, were placed (as a new niche or an improved
