@@ -23,7 +23,6 @@ from elm.mutation import Child, InProcessMutator, MutationRequest
 from elm.sandbox import Job, Outcome
 from elm.store import RunStore
 
-
 NULL_ENVIRONMENT = "elm.bench.loop:NullEnvironment"
 
 
@@ -42,14 +41,14 @@ class NullEnvironment(Environment):
 
 
 class SerialMutator(InProcessMutator):
-    """Child number k is `def main(): return k`, padded with helper functions to about
-    `source_bytes` of source: no mutation cost, never a duplicate."""
+    """Child number k is `def main(): return k`, padded to about `source_bytes` of source
+    (see `_padding`): no mutation cost, never a duplicate."""
 
     name = "serial"
 
     def __init__(self, source_bytes: int = 0) -> None:
         self._next = 0
-        self._padding = _helpers(source_bytes)
+        self._padding = _padding(source_bytes)
 
     def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
         first, self._next = self._next, self._next + len(requests)
@@ -58,17 +57,18 @@ class SerialMutator(InProcessMutator):
                 for i, r in enumerate(requests)]
 
 
-def _helpers(source_bytes: int) -> str:
-    """Small helper functions adding up to about `source_bytes` of Python source."""
-    parts: list[str] = []
-    size = 0
-    while size < source_bytes - 32:
-        n = len(parts)
-        part = (f"def helper_{n}(x, y):\n    total = x * {n + 1} + y\n"
-                f"    if total > {n * 7}:\n        total -= {n}\n    return total\n\n\n")
-        parts.append(part)
-        size += len(part)
-    return "".join(parts)
+def _padding(source_bytes: int) -> str:
+    """About `source_bytes` of Python source: three helper functions and a module docstring.
+    A docstring is stored, shown and reported like code but parses fast, which keeps writing
+    a million programs to minutes (parsing 2 KB of statements costs about 4 ms a program)."""
+    if source_bytes <= 0:
+        return ""
+    helpers = "".join(f"def helper_{n}(x, y):\n    total = x * {n + 1} + y\n"
+                      f"    if total > {n * 7}:\n        total -= {n}\n    return total\n\n\n"
+                      for n in range(3))
+    line = "    The program keeps a running total and returns its position in the search.\n"
+    lines = max(source_bytes - len(helpers) - 8, 0) // len(line)
+    return f'"""A candidate program.\n\n{line * lines}"""\n\n\n{helpers}'
 
 
 class _NullSandbox:
