@@ -140,7 +140,7 @@ class EvolutionLoop:
         now = time.perf_counter()
         metrics = self._metrics(iteration, records, now - self._last_commit)
         metrics.extras["stages"] = self._stage_figures(children, waited_s, evaluate_s, now - self._last_commit)
-        events = self.mutator.take_events()
+        events = [*self.mutator.take_events(), *self.evaluator.take_events()]
         self.store.record_iteration(records, metrics, self._snapshot(iteration), events,
                                     self.programs.take_new())
         self.message_policy.record(self.store.message_outcomes(iteration))
