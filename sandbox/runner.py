@@ -4,11 +4,17 @@ The runner starts once (warm: the interpreter and numpy are already loaded), the
 one JSON job per line on stdin and answers one JSON line per job on stdout (or both over
 a unix socket it connects to, with --connect):
 
-  -> {"ready": true, "protocol": 1, ...}                          once, at start
-  <- {"id", "files": {name: text}, "entry", "timeout_s", "memory_mb",
+  -> {"ready": true, "protocol": 2, ...}                          once, at start
+  <- {"id", "token", "files": {name: text}, "entry", "timeout_s", "memory_mb",
       "output_limit_bytes", "file_limit_bytes"}                   one job
-  -> {"id", "status", "seconds", "result_json", "stdout", "stdout_bytes",
+  -> {"id", "token", "status", "seconds", "result_json", "stdout", "stdout_bytes",
       "stdout_truncated", "error", "signal", "exit_code", "retire"}  its answer
+
+The token is a fresh secret per job that the host accepts only back in this job's answer:
+a candidate that can write to the runner's output (gVisor lets it open /proc/1/fd/1)
+cannot forge an answer, because the token exists only in the runner's memory (not
+readable to candidates, see _protect_runner), never in the spawner's nor in a candidate's,
+which are forked from the spawner, nor in any command line, environment or file.
 
 Two processes share the work. The runner speaks the protocol, writes the job's files into
 a fresh scratch folder, watches the candidate (its output, its result, the wall-clock
@@ -75,7 +81,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-PROTOCOL = 1
+PROTOCOL = 2  # these three as in elm/sandbox/protocol.py (tests/test_sandbox_protocol.py checks)
+TOKEN_FIELD = "token"
 RESULT_LIMIT_BYTES = 8 * 1024 * 1024
 ERROR_TAIL_LINES = 15
 ERROR_TAIL_CHARS = 4000
@@ -182,18 +189,20 @@ class Runner:
         self.spawner = Spawner(self.is_namespace_init, self.scratch, fresh)
 
     def serve(self, line: bytes) -> dict[str, Any]:
-        job_id = None
+        job_id = token = None
         try:
             request = json.loads(line)
-            job_id = request.get("id")
+            job_id, token = request.get("id"), request.get(TOKEN_FIELD)
             job = _JobRequest(request)
         except (ValueError, TypeError, KeyError, AttributeError) as problem:
-            return _answer("error", id=job_id, error=f"sandbox: invalid job request: {problem}")
+            answer = _answer("error", error=f"sandbox: invalid job request: {problem}")
+            answer.update({"id": job_id, TOKEN_FIELD: token})
+            return answer
         try:
             answer = self._run(job)
         except Exception as problem:  # a fault of the runner costs this job and the runner, no more
             answer = _answer("error", error=f"sandbox runner failed: {problem!r}", retire=True)
-        answer["id"] = job_id
+        answer.update({"id": job_id, TOKEN_FIELD: token})
         return answer
 
     def _run(self, job: _JobRequest) -> dict[str, Any]:
@@ -569,7 +578,7 @@ def _classify_signal(number: int, job: _JobRequest, oom_killed: bool, stdout: di
 
 def _answer(status: str, **fields: Any) -> dict[str, Any]:
     answer = {
-        "id": None, "status": status, "seconds": 0.0, "result_json": None,
+        "id": None, TOKEN_FIELD: None, "status": status, "seconds": 0.0, "result_json": None,
         "stdout": "", "stdout_bytes": 0, "stdout_truncated": False, "error": "", "signal": None, "exit_code": None,
         "retire": False,
     }

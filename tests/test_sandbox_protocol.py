@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tracemalloc
 
@@ -9,6 +10,7 @@ import pytest
 
 from elm.config import SandboxConfig
 from elm.sandbox import Job
+from elm.sandbox import protocol as host_protocol
 from elm.sandbox.protocol import (
     PROTOCOL,
     RESULT_ELEMENT_LIMIT,
@@ -17,22 +19,31 @@ from elm.sandbox.protocol import (
     decode_answer,
     encode_job,
     json_elements,
+    new_token,
 )
+from tests.conftest import REPO
+
+TOKEN = "0123456789abcdef0123456789abcdef"
 
 
 def answer(**fields) -> bytes:
-    base = {"id": 5, "status": "ok", "seconds": 0.01, "result_json": "[1, 2]", "stdout": "", "error": ""}
+    base = {"id": 5, "token": TOKEN, "status": "ok", "seconds": 0.01, "result_json": "[1, 2]", "stdout": "",
+            "error": ""}
     return json.dumps({**base, **fields}).encode()
 
 
+def decode(line: bytes):
+    return decode_answer(line, 5, TOKEN)
+
+
 def test_a_good_answer_becomes_an_outcome():
-    decoded = decode_answer(answer(stdout="hi\n", stdout_bytes=3), 5)
+    decoded = decode(answer(stdout="hi\n", stdout_bytes=3))
     assert (decoded.outcome.status, decoded.outcome.result, decoded.outcome.stdout) == ("ok", [1, 2], "hi\n")
     assert decoded.retire is False
 
 
 def test_truncated_output_says_so():
-    decoded = decode_answer(answer(stdout="abc", stdout_bytes=999, stdout_truncated=True), 5)
+    decoded = decode(answer(stdout="abc", stdout_bytes=999, stdout_truncated=True))
     assert decoded.outcome.stdout == "abc\n[output truncated: 999 bytes written, only the start is kept]"
 
 
@@ -41,26 +52,59 @@ def test_truncated_output_says_so():
     [
         b"not json",
         b"[1, 2]",
-        answer(id=6),
+        b'{"id": 5, "status": "ok", "result_json": "666"}',  # forged: no token
+        answer(token="f" * 32),  # forged: a guessed token
+        answer(token=None),
+        answer(id=6),  # another job's answer
+        answer()[:-1],  # garbled
+        b"{" + answer(),  # garbled by a prefix written to the stream
+    ],
+)
+def test_a_line_that_is_not_this_jobs_answer_with_its_token_is_a_violation(line):
+    decoded = decode(line)
+    assert decoded.outcome.status == "violation" and decoded.retire is True
+    assert decoded.outcome.result is None
+    assert decoded.outcome.error.startswith("sandbox violation: ") and "replaced" in decoded.outcome.error
+
+
+def test_every_request_gets_a_fresh_token_that_the_request_carries():
+    tokens = {new_token() for _ in range(100)}
+    assert len(tokens) == 100 and all(len(token) == 32 for token in tokens)
+    request = json.loads(encode_job(Job({"a.py": "x"}, "a.py"), 1, TOKEN, SandboxConfig()))
+    assert request["token"] == TOKEN
+
+
+def test_the_runner_keeps_the_hosts_protocol_constants():
+    spec = importlib.util.spec_from_file_location("elm_sandbox_runner", REPO / "sandbox" / "runner.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    for name in ("PROTOCOL", "TOKEN_FIELD", "RESULT_LIMIT_BYTES"):
+        assert getattr(runner, name) == getattr(host_protocol, name), name
+    assert set(runner._answer("ok")) >= {"id", host_protocol.TOKEN_FIELD, "status", "retire"}
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
         answer(status="fine"),
         answer(error=["not", "text"]),
         answer(seconds="soon"),
     ],
 )
 def test_answers_out_of_protocol_are_bad_output_and_retire_the_runner(line):
-    decoded = decode_answer(line, 5)
+    decoded = decode(line)
     assert decoded.outcome.status == "bad_output" and decoded.retire is True
     assert "out of protocol" in decoded.outcome.error
 
 
 @pytest.mark.parametrize("result_json", ["[" * 100000 + "]" * 100000, "{'single': 'quotes'}", None])
 def test_results_that_do_not_parse_are_bad_output(result_json):
-    decoded = decode_answer(answer(result_json=result_json), 5)
+    decoded = decode(answer(result_json=result_json))
     assert decoded.outcome.status == "bad_output" and decoded.outcome.result is None
 
 
 def test_error_outcomes_keep_their_status_and_message():
-    decoded = decode_answer(answer(status="timeout", result_json=None, error="wall-clock limit"), 5)
+    decoded = decode(answer(status="timeout", result_json=None, error="wall-clock limit"))
     assert (decoded.outcome.status, decoded.outcome.error) == ("timeout", "wall-clock limit")
 
 
@@ -74,8 +118,8 @@ def test_greeting_must_speak_the_same_protocol():
 
 def test_job_request_carries_the_limits():
     config = SandboxConfig(output_limit_bytes=1234, scratch_mb=3)
-    request = json.loads(encode_job(Job({"a.py": "x"}, "a.py", timeout_s=2.5, memory_mb=99), 7, config))
-    assert request == {"id": 7, "files": {"a.py": "x"}, "entry": "a.py", "timeout_s": 2.5, "memory_mb": 99,
+    request = json.loads(encode_job(Job({"a.py": "x"}, "a.py", timeout_s=2.5, memory_mb=99), 7, TOKEN, config))
+    assert request == {"id": 7, "token": TOKEN, "files": {"a.py": "x"}, "entry": "a.py", "timeout_s": 2.5, "memory_mb": 99,
                        "output_limit_bytes": 1234, "file_limit_bytes": 3 * 1024 * 1024}
 
 
@@ -91,14 +135,14 @@ def test_job_request_carries_the_limits():
 )
 def test_jobs_the_runner_cannot_take_are_refused(job):
     with pytest.raises(ValueError):
-        encode_job(job, 1, SandboxConfig())
+        encode_job(job, 1, TOKEN, SandboxConfig())
 
 
 def test_a_result_of_millions_of_values_is_refused_before_it_is_decoded():
     line = answer(result_json="[" + "{}, " * 2_000_000 + "{}]")  # 8 MB of empty objects
     tracemalloc.start()
     try:
-        decoded = decode_answer(line, 5)
+        decoded = decode(line)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -109,13 +153,13 @@ def test_a_result_of_millions_of_values_is_refused_before_it_is_decoded():
 
 
 def test_a_result_longer_than_the_runners_cap_is_refused():
-    decoded = decode_answer(answer(result_json='"' + "x" * (8 * 1024 * 1024) + '"'), 5)
+    decoded = decode(answer(result_json='"' + "x" * (8 * 1024 * 1024) + '"'))
     assert decoded.outcome.status == "bad_output" and "exceeds the limit" in decoded.outcome.error
 
 
 def test_results_within_the_bounds_decode_as_before():
     values = list(range(RESULT_ELEMENT_LIMIT - 1))
-    decoded = decode_answer(answer(result_json=json.dumps(values)), 5)
+    decoded = decode(answer(result_json=json.dumps(values)))
     assert decoded.outcome.status == "ok" and decoded.outcome.result == values
 
 

@@ -18,7 +18,9 @@ from elm.errors import UserError
 if TYPE_CHECKING:
     from elm.config import SandboxConfig
 
-STATUSES = ("ok", "error", "timeout", "memory", "killed", "bad_output")
+RUNNER_STATUSES = ("ok", "error", "timeout", "memory", "killed", "bad_output")  # what the runner answers
+VIOLATION = "violation"  # given by the host: the candidate tampered with the sandbox's protocol stream
+STATUSES = (*RUNNER_STATUSES, VIOLATION)
 
 
 class SandboxUnavailable(UserError):

@@ -10,6 +10,9 @@ here, the same way for every backend:
 - the runner dies mid-job: it is replaced; killed for memory, the job gets `memory`;
   otherwise the job is tried once more, since runners die for reasons that are not the
   candidate's (a daemon restart), and a second death reports it as `killed`;
+- the runner's output holds a line that is not its answer to this job with this job's
+  token (a candidate that reached the stream forged or garbled it): the job gets
+  `violation`, the runner is replaced;
 - the backend itself is lost (the Docker daemon is gone): the pool waits up to
   `reconnect_s` for it, then starts fresh runners and carries on, or raises
   `SandboxUnavailable` so the caller can stop cleanly.
@@ -26,8 +29,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from elm.sandbox import Job, Outcome, SandboxUnavailable
-from elm.sandbox.protocol import ProtocolError, check_job, decode_answer, encode_job, max_answer_bytes
+from elm.sandbox import VIOLATION, Job, Outcome, SandboxUnavailable
+from elm.sandbox.protocol import (
+    ProtocolError,
+    check_job,
+    decode_answer,
+    encode_job,
+    max_answer_bytes,
+    new_token,
+    violation,
+)
 
 if TYPE_CHECKING:
     from elm.config import SandboxConfig
@@ -180,8 +191,8 @@ class RunnerPool:
 
     def _attempt(self, slot: _Slot, job: Job) -> Outcome:
         channel = self._ready_channel(slot)
-        job_id = next(self._job_ids)
-        request = encode_job(job, job_id, self.config)
+        job_id, token = next(self._job_ids), new_token()
+        request = encode_job(job, job_id, token, self.config)
         started = time.monotonic()
         try:
             channel.send(request, SEND_TIMEOUT_S)
@@ -191,9 +202,9 @@ class RunnerPool:
             waited = time.monotonic() - started
             error = f"the sandbox runner gave no answer within {waited:.1f} s and was replaced"
             return Outcome("timeout", waited, error=error)
-        except ProtocolError as problem:
+        except ProtocolError as problem:  # longer than any answer: not the runner's
             self._replace(slot, f"out of protocol: {problem}")
-            return Outcome("bad_output", time.monotonic() - started, error=f"sandbox runner: {problem}")
+            return violation(f"{problem} on the runner's output", time.monotonic() - started).outcome
         except RunnerLost:
             seconds = time.monotonic() - started
             death = channel.death()
@@ -202,9 +213,11 @@ class RunnerPool:
                 error = f"the sandbox ran out of memory and its runner was killed ({death.description}); replaced"
                 return Outcome("memory", seconds, error=error)
             raise _LostRunner(death, seconds) from None
-        answer = decode_answer(line, job_id)
+        answer = decode_answer(line, job_id, token)
+        if answer.outcome.status == VIOLATION:
+            answer.outcome.seconds = round(time.monotonic() - started, 6)
         if answer.retire:
-            self._replace(slot, "asked to retire (leftovers it could not clear)")
+            self._replace(slot, f"retired after a {answer.outcome.status} answer: {answer.outcome.error[:200]}")
         return answer.outcome
 
     def _ready_channel(self, slot: _Slot) -> RunnerChannel:

@@ -3,21 +3,33 @@
 The host sends one JSON job per line and reads one JSON answer per line. Answers come
 from a process that lives next to hostile code, so they are decoded defensively: anything
 malformed becomes a `bad_output` outcome (and the runner is retired), never an exception.
+
+Every request carries a fresh random token that the runner echoes in its answer. Only the
+runner ever holds it: candidates are forked from a spawner that never receives a request,
+so a candidate that reaches the runner's output stream (gVisor lets it open /proc/1/fd/1)
+cannot forge an answer. A line that is not this job's answer with this job's token is a
+`violation`: the job gets that status and its runner is replaced, never reused.
+
+`sandbox/runner.py` keeps its own copies of PROTOCOL, RESULT_LIMIT_BYTES and the token's
+field name (it is standard library only); tests/test_sandbox_protocol.py checks they agree.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from elm.sandbox import STATUSES, Job, Outcome
+from elm.sandbox import RUNNER_STATUSES, VIOLATION, Job, Outcome
 
 if TYPE_CHECKING:
     from elm.config import SandboxConfig
 
-PROTOCOL = 1
+PROTOCOL = 2
+TOKEN_FIELD = "token"  # the request's per-job secret, echoed in the runner's answer
+TOKEN_BYTES = 16
 RESULT_LIMIT_BYTES = 8 * 1024 * 1024  # the runner's own cap on a result's JSON text
 # Values and keys a result may hold: about 100 bytes of host memory each once decoded, so a
 # batch of results stays small whatever the candidates return. Counted before decoding.
@@ -37,11 +49,17 @@ class Answer:
     retire: bool
 
 
-def encode_job(job: Job, job_id: int, config: SandboxConfig) -> bytes:
+def new_token() -> str:
+    """A fresh secret for one request (see the module docstring)."""
+    return secrets.token_hex(TOKEN_BYTES)
+
+
+def encode_job(job: Job, job_id: int, token: str, config: SandboxConfig) -> bytes:
     """The request line for one job; raises ValueError for a job the runner cannot take."""
     check_job(job)
     request = {
         "id": job_id,
+        TOKEN_FIELD: token,
         "files": dict(job.files),
         "entry": job.entry,
         "timeout_s": float(job.timeout_s),
@@ -72,16 +90,27 @@ def check_ready(line: bytes) -> dict[str, Any]:
     return greeting
 
 
-def decode_answer(line: bytes, job_id: int) -> Answer:
-    """Turn an answer line into an Outcome; a malformed answer is `bad_output` + retire."""
+def violation(reason: str, seconds: float = 0.0) -> Answer:
+    """Something other than the runner's answer came on its output stream: the job gets
+    `violation` and the runner is replaced."""
+    error = f"sandbox violation: {reason}; the sandbox was replaced"
+    return Answer(Outcome(VIOLATION, seconds, error=error), retire=True)
+
+
+def decode_answer(line: bytes, job_id: int, token: str) -> Answer:
+    """Turn an answer line into an Outcome. A line that is not this job's answer with its
+    token is a `violation`; this job's answer otherwise malformed is `bad_output`. Both
+    retire the runner."""
     try:
         answer = json.loads(line)
-        if not isinstance(answer, dict):
-            raise ProtocolError("answer is not an object")
-        if answer.get("id") != job_id:
-            raise ProtocolError(f"answer for job {answer.get('id')!r}, expected {job_id}")
+    except (ValueError, RecursionError):
+        return violation(f"a line that is not an answer on the runner's output: {line[:80]!r}")
+    if not isinstance(answer, dict) or answer.get("id") != job_id or answer.get(TOKEN_FIELD) != token:
+        return violation(f"a line on the runner's output that is not its answer to job {job_id} "
+                         f"(forged or garbled): {line[:80]!r}")
+    try:
         status = answer.get("status")
-        if status not in STATUSES:
+        if status not in RUNNER_STATUSES:
             raise ProtocolError(f"unknown status {status!r}")
         seconds = float(answer.get("seconds") or 0.0)
         error = _text(answer.get("error"))
