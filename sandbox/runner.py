@@ -54,6 +54,9 @@ the container and no pidfd_open. The runner finds out once, at start (`_Kernel`)
 uses an equally strict replacement for each: a process's children from the parent field
 of every /proc/<pid>/stat, System V IPC objects from the kernel's counts (*_INFO) and by
 removing every id handed out since the last job, and a candidate's end from SIGCHLD.
+gVisor also gives a candidate's orphans to PID 1 rather than to the spawner (a
+subreaper): after every job the runner kills and reaps every child of its own but the
+spawner (_clear_strays), before it answers.
 """
 
 from __future__ import annotations
@@ -266,6 +269,8 @@ class Runner:
         """Leftover processes, System V IPC objects, pipes, files, and a fresh spawner in
         place of a lost one: (all cleared, files wiped)."""
         cleared = ending.cleared if ending is not None else self._drop_spawner()
+        if cleared:
+            cleared = _clear_strays(self.spawner.pid if self.spawner is not None else None)
         if cleared and self.is_namespace_init:
             cleared = _remove_ipc_objects()
         watch.drain_and_close()
@@ -801,6 +806,33 @@ def _plain_fork() -> Any:
         return pid
 
     return checked_fork
+
+
+def _clear_strays(spawner: int | None) -> bool:
+    """Kill and reap every child of the runner but its spawner; False if some would not
+    die. Orphans of a candidate go to the spawner (a subreaper), except under gVisor
+    (2022), which hands them to PID 1, the runner: killed here, each one's own children
+    come to the runner in turn, until none is left."""
+    deadline = time.monotonic() + CLEANUP_SECONDS
+    while strays := [pid for pid in _child_pids() if pid != spawner]:
+        for pid in strays:
+            _kill_quietly(pid)
+        if not _reap(strays):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.0005)
+    return True
+
+
+def _reap(pids: list[int]) -> bool:
+    """Reap those of these children that have ended; True if any had."""
+    reaped = False
+    for pid in pids:
+        try:
+            reaped = os.waitpid(pid, os.WNOHANG)[0] == pid or reaped
+        except ChildProcessError:
+            reaped = True  # reaped already
+    return reaped
 
 
 def _clear_processes(is_namespace_init: bool) -> bool:
