@@ -104,6 +104,14 @@ HUNT_THE_TOKEN = """
         return {"control": control, "found": sorted(token.decode() for token in found)}
 """
 
+# Every process in the container but the runner (PID 1), the spawner and this job's own.
+OTHER_PROCESSES = """
+    import os
+    def main():
+        ours = {1, os.getpid(), os.getppid()}
+        return sorted(int(pid) for pid in os.listdir("/proc") if pid.isdigit() and int(pid) not in ours)
+"""
+
 # gVisor 2022 lets a candidate reach further than runc; each of these is still contained.
 RUNSC_STATUSES = {
     # 64 processes exceed the container's memory (gVisor's per-process cost is larger than
@@ -155,11 +163,12 @@ def expected(runtime: str, source: str, timeout_s: float, statuses: set[str]) ->
 def test_a_hostile_candidate_gets_its_status_and_the_pool_serves_on(box, index):
     source, timeout_s, statuses = HOSTILE_HERE[index]
     timeout_s, statuses = expected(box._pool.config.runtime, source, timeout_s, statuses)
-    hostile, *after = box.run_many([candidate(source, timeout_s=timeout_s, memory_mb=128)]
-                                   + [candidate(ORDINARY)] * 3)
+    hostile, others, *after = box.run_many([candidate(source, timeout_s=timeout_s, memory_mb=128),
+                                            candidate(OTHER_PROCESSES)] + [candidate(ORDINARY)] * 2)
     assert hostile.status in statuses, (hostile.status, hostile.error)
     assert hostile.result != 666
-    assert [(outcome.status, outcome.result) for outcome in after] == [("ok", ORDINARY_RESULT)] * 3
+    assert (others.status, others.result) == ("ok", []), (others.status, others.error)
+    assert [(outcome.status, outcome.result) for outcome in after] == [("ok", ORDINARY_RESULT)] * 2
 
 
 def test_a_forged_answer_is_never_accepted(box):
