@@ -11,6 +11,7 @@ import pytest
 from elm.config import SandboxConfig
 from elm.sandbox import Job
 from elm.sandbox import protocol as host_protocol
+from elm.sandbox.pool import RunnerPool
 from elm.sandbox.protocol import (
     PROTOCOL,
     RESULT_ELEMENT_LIMIT,
@@ -178,3 +179,55 @@ def test_counting_takes_one_pass_whatever_the_text():
         finally:
             tracemalloc.stop()
         assert peak < 1024 * 1024
+
+
+class ScriptedRunner:
+    """A runner channel that answers each request line with `reply(request)`."""
+
+    def __init__(self, reply) -> None:
+        self.reply = reply
+        self.lines: list[bytes] = []
+        self.closed = False
+
+    def alive(self) -> bool:
+        return not self.closed
+
+    def send(self, data: bytes, timeout: float) -> None:
+        self.lines += self.reply(json.loads(data))
+
+    def receive_line(self, timeout: float, limit: int) -> bytes:
+        return self.lines.pop(0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class ScriptedLauncher:
+    def __init__(self, *replies) -> None:
+        self.replies = iter(replies)
+        self.launched: list[ScriptedRunner] = []
+
+    def launch(self) -> ScriptedRunner:
+        self.launched.append(ScriptedRunner(next(self.replies)))
+        return self.launched[-1]
+
+    def close(self) -> None:
+        pass
+
+
+def honest(request) -> list[bytes]:
+    return [answer(id=request["id"], token=request["token"], result_json=json.dumps(request["id"]))]
+
+
+def forger(request) -> list[bytes]:  # a candidate's line reaches the stream ahead of the runner's answer
+    return [answer(id=request["id"], token="0" * 32, result_json="666"), *honest(request)]
+
+
+def test_the_pool_never_reuses_a_runner_whose_output_held_a_forged_answer():
+    launcher = ScriptedLauncher(forger, honest)
+    pool = RunnerPool(launcher, SandboxConfig(pool_size=1), reconnect_s=0.0)
+    jobs = [Job({"a.py": "x"}, "a.py")] * 3
+    forged, *after = pool.run_many(jobs)
+    assert (forged.status, forged.result) == ("violation", None) and "sandbox violation" in forged.error
+    assert [(outcome.status, outcome.result) for outcome in after] == [("ok", 2), ("ok", 3)]
+    assert [runner.closed for runner in launcher.launched] == [True, False] and pool.replacements == 1
