@@ -64,6 +64,25 @@ STEAL_THE_NEXT_REQUEST = f"""
         return "left a reader behind"
 """
 
+# A request written into the runner's input: the runner would serve it after this job and
+# its answer would reach the host ahead of the next job's. runc refuses the open; gVisor
+# 2022 opens it, but the write fails (EBADF: the container's stdin is the host's, read-only).
+INJECT_A_REQUEST = """
+    import json, os
+    def main():
+        request = {"id": 2, "token": "0" * 32, "files": {"a.py": "def main():\\n    return 666\\n"},
+                   "entry": "a.py", "timeout_s": 5.0, "memory_mb": 64, "output_limit_bytes": 100,
+                   "file_limit_bytes": 100000}
+        try:
+            fd = os.open("/proc/1/fd/0", os.O_WRONLY)
+            try:
+                return os.write(fd, (json.dumps(request) + "\\n").encode())
+            finally:
+                os.close(fd)
+        except OSError as problem:
+            return type(problem).__name__
+"""
+
 # Every run of exactly 32 hex digits (a token's form) the candidate can find: in its own
 # memory (forked from the spawner, which never receives a request) and in what it can read
 # of the runner and the spawner. `control`, built at run time, shows the search works.
@@ -127,7 +146,8 @@ RUNSC_STATUSES = {
     FORGE_AN_ANSWER: {"violation"},
 }
 RUNSC_TIMEOUTS_S = {ATTACK_THE_RUNNER: 3.0}  # it ends at its limit under runsc: keep it short
-HOSTILE_HERE = [*HOSTILE, (FORGE_AN_ANSWER, 20.0, {"ok"}), (STEAL_THE_NEXT_REQUEST, 20.0, {"ok"})]
+HOSTILE_HERE = [*HOSTILE, (FORGE_AN_ANSWER, 20.0, {"ok"}), (STEAL_THE_NEXT_REQUEST, 20.0, {"ok"}),
+                (INJECT_A_REQUEST, 20.0, {"ok"})]
 
 
 def runsc_registered() -> bool:
@@ -185,6 +205,13 @@ def test_a_forged_answer_is_never_accepted(box):
                                  "/proc/1/fd/2": "PermissionError"}
         assert forged.stdout.count('"result_json": "666"') >= 1  # its own output, captured
         assert box.replacements == replacements
+
+
+def test_no_request_can_be_written_into_the_runners_input(box):
+    injected, after = box.run_many([candidate(INJECT_A_REQUEST), candidate(ORDINARY)])
+    refused = "PermissionError" if box._pool.config.runtime == "runc" else "OSError"  # EACCES; EBADF
+    assert (injected.status, injected.result) == ("ok", refused), (injected.status, injected.result, injected.error)
+    assert after.status == "ok" and after.result == ORDINARY_RESULT
 
 
 def test_the_candidate_cannot_learn_a_token(box, monkeypatch):
