@@ -83,6 +83,13 @@ INJECT_A_REQUEST = """
             return type(problem).__name__
 """
 
+KILL_THE_SPAWNER = """
+    import os, signal
+    def main():
+        os.kill(os.getppid(), signal.SIGKILL)  # the runner then starts a fresh spawner
+        return "killed it"
+"""
+
 # Every run of exactly 32 hex digits (a token's form) the candidate can find: in its own
 # memory (forked from the spawner, which never receives a request) and in what it can read
 # of the runner and the spawner. `control`, built at run time, shows the search works.
@@ -214,7 +221,8 @@ def test_no_request_can_be_written_into_the_runners_input(box):
     assert after.status == "ok" and after.result == ORDINARY_RESULT
 
 
-def test_the_candidate_cannot_learn_a_token(box, monkeypatch):
+@pytest.mark.parametrize("kill_the_spawner", [False, True], ids=["same spawner", "replaced spawner"])
+def test_the_candidate_cannot_learn_a_token(box, monkeypatch, kill_the_spawner):
     tokens: list[str] = []
 
     def recorded() -> str:
@@ -223,11 +231,12 @@ def test_the_candidate_cannot_learn_a_token(box, monkeypatch):
 
     new_token = pool_module.new_token
     monkeypatch.setattr(pool_module, "new_token", recorded)
-    outcomes = box.run_many([candidate(ORDINARY)] * 3 + [candidate(HUNT_THE_TOKEN, memory_mb=512)])
+    earlier = [candidate(ORDINARY)] * 3 + ([candidate(KILL_THE_SPAWNER)] if kill_the_spawner else [])
+    outcomes = box.run_many(earlier + [candidate(HUNT_THE_TOKEN, memory_mb=512)])
     hunt = outcomes[-1]
-    assert hunt.status == "ok", (hunt.status, hunt.error)
+    assert [outcome.status for outcome in outcomes] == ["ok"] * len(outcomes), [o.error for o in outcomes]
     assert hunt.result["control"] in hunt.result["found"]
-    assert len(tokens) == 4 and not set(tokens) & set(hunt.result["found"])
+    assert len(tokens) == len(outcomes) and not set(tokens) & set(hunt.result["found"])
 
 
 def test_nothing_is_written_outside_the_scratch_folder(box):
