@@ -2,7 +2,8 @@
 
 The host sends one JSON job per line and reads one JSON answer per line. Answers come
 from a process that lives next to hostile code, so they are decoded defensively: anything
-malformed becomes a `bad_output` outcome (and the runner is retired), never an exception.
+malformed becomes a `bad_output` or `violation` outcome (and the runner is retired), never
+an exception.
 
 Every request carries a fresh random token that the runner echoes in its answer. Only the
 runner ever holds it: candidates are forked from a spawner that never receives a request,
