@@ -242,7 +242,7 @@ def _timed_run(config: ElmConfig, environment: _TimedEnvironment, mutator: _Pare
         try:
             loop.run()
         except RuntimeError as error:  # no valid seed: say what became of it
-            seeds = [f"{r.status}: {r.error}" for r in store.candidates("iteration = 0")]
+            seeds = [f"{r.status}: {r.error}" for r in store.candidates(iteration=0)]
             raise RuntimeError(f"{error}; seed outcome: {'; '.join(seeds)}") from None
         wall_s = time.perf_counter() - started
         records = list(store.candidates())

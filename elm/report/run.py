@@ -7,14 +7,14 @@
     run.elites(snapshot=10)       # the archive stored at iteration 10
     run.elites_frame()            # the same as a pandas DataFrame
 
-The current archive is rebuilt from the candidates by `RunStore.best_per_niche` (the one
-place that decides which candidate holds a niche). Whatever part of a damaged store cannot
-be read is left out and described in `run.problems`; the rest stays available.
+The current archive is rebuilt from the candidates by `elm.records.niche_holders` (the one
+rule of which candidate holds a niche), through `RunStore.best_per_niche`. Whatever part of
+a damaged store cannot be read is left out and described in `run.problems`; the rest stays
+available.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -25,7 +25,8 @@ import numpy as np
 
 from elm.errors import UserError
 from elm.mutation import FUNNEL, REUSED_STAGES, funnel_from_stops
-from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, MessageOutcome, RunStore, SnapshotRow
+from elm.records import SnapshotRow, niche_holders
+from elm.store import READ_ERRORS, CandidateRecord, IterationMetrics, MessageOutcome, RunStore
 
 T = TypeVar("T")
 
@@ -143,7 +144,10 @@ class Run:
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir)
         self.problems: list[str] = []
-        self._store = self._open_store()
+        self._unreadable_parts: set[str] = set()
+        self._store = RunStore.open_readable(self.path)
+        if self._store.damage:
+            self._note(self._store.damage)
         self.meta: dict[str, Any] = self._read("the run's meta data", self._store.meta, {})
         self.layout = self._read_layout()
         self._metrics: list[IterationMetrics] | None = None
@@ -225,9 +229,8 @@ class Run:
 
     def candidates(self, status: str | None = None) -> list[CandidateRecord]:
         """Every candidate in id order (those with `status` only, when given)."""
-        where, params = ("status = ?", (status,)) if status else ("", ())
         what = f"candidates with status {status}" if status else "candidates"
-        return self._read_prefix(what, self._store.candidates(where, params))
+        return self._read_prefix(what, self._store.candidates(status=status or None))
 
     def candidate(self, candidate_id: int) -> CandidateRecord:
         record = self._read(f"candidate {candidate_id}", lambda: self._store.candidate(candidate_id), None)
@@ -238,10 +241,9 @@ class Run:
     def candidates_by_id(self, ids: Sequence[int]) -> dict[int, CandidateRecord]:
         found: dict[int, CandidateRecord] = {}
         ids = sorted(set(ids))
-        for start in range(0, len(ids), 500):
+        for start in range(0, len(ids), 500):  # damage in one chunk leaves the others readable
             chunk = ids[start:start + 500]
-            where = f"id IN ({', '.join('?' for _ in chunk)})"
-            for record in self._read_prefix("candidates", self._store.candidates(where, chunk)):
+            for record in self._read_prefix("candidates", self._store.candidates_by_id(chunk)):
                 found[record.id] = record
         return found
 
@@ -295,7 +297,8 @@ class Run:
             readable = [c for c in self.candidates(status="ok")
                         if at_iteration is None or c.iteration <= at_iteration]
             self._note(f"the archive is rebuilt from the {len(readable)} readable scored candidates")
-            rows = best_per_niche(readable)
+            rows = niche_holders((c.niche, c.id, c.fitness, c.descriptor or ()) for c in readable
+                                 if c.niche is not None and c.fitness is not None)
         if at_iteration is not None:
             return self._state(f"archive rebuilt at iteration {at_iteration}", at_iteration, rows)
         return self._state("current archive", self.last_iteration, rows)
@@ -388,23 +391,11 @@ class Run:
 
     # -- reading a possibly damaged store ----------------------------------------------------
 
-    def _open_store(self) -> RunStore:
-        path = self.path / STORE_FILE
-        missing = _missing_pages(path) if path.is_file() else None
-        if not missing:
-            return RunStore.open(self.path, readonly=True)
-        present, expected = missing
-        self._note(f"{STORE_FILE} is truncated ({present} of {expected} pages; the run was killed "
-                   "while writing or the file was copied incompletely): showing what is readable")
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        # Without this SQLite refuses a file shorter than its header says, even the pages it has.
-        connection.execute("PRAGMA writable_schema=ON")
-        return RunStore(path, connection)
-
     def _read(self, what: str, read: Callable[[], T], default: T) -> T:
         try:
             return read()
-        except (sqlite3.DatabaseError, ValueError) as error:
+        except READ_ERRORS as error:
+            self._unreadable_parts.add(what)
             self._note(f"cannot read {what}: {error}")
             return default
 
@@ -417,7 +408,7 @@ class Run:
                     self._note(f"reading {what} stopped after {len(found)} rows: the next row is damaged")
                     break
                 found.append(row)
-        except (sqlite3.DatabaseError, ValueError) as error:
+        except READ_ERRORS as error:
             self._note(f"reading {what} stopped after {len(found)} rows: {error}")
         return found
 
@@ -426,7 +417,7 @@ class Run:
             self.problems.append(problem)
 
     def _unreadable(self, what: str) -> bool:
-        return any(p.startswith(f"cannot read {what}") for p in self.problems)
+        return what in self._unreadable_parts
 
     def _read_layout(self) -> ArchiveLayout | None:
         layout = self.meta.get("archive")
@@ -458,20 +449,6 @@ def open_run(run_dir: str | Path) -> Run:
     return Run(run_dir)
 
 
-def best_per_niche(scored: Sequence[CandidateRecord]) -> list[SnapshotRow]:
-    """`RunStore.best_per_niche` over records in hand (used when the store cannot run the
-    query): the highest fitness in each niche, the earliest id on ties."""
-    best: dict[int, CandidateRecord] = {}
-    for record in sorted(scored, key=lambda r: r.id):
-        if record.niche is None or record.fitness is None:
-            continue
-        held = best.get(record.niche)
-        if held is None or record.fitness > held.fitness:
-            best[record.niche] = record
-    return [SnapshotRow(niche, r.id, float(r.fitness), tuple(r.descriptor or ()))
-            for niche, r in sorted(best.items())]
-
-
 def reused_shares(funnel: dict[str, int]) -> dict[str, float | None]:
     """The share of generated candidates that were not evaluated, by reason."""
     generated = funnel.get("generated") or 0
@@ -481,24 +458,6 @@ def reused_shares(funnel: dict[str, int]) -> dict[str, float | None]:
 def _intact(record: CandidateRecord) -> bool:
     """False for a row read from a damaged page (its required columns come back empty)."""
     return all(isinstance(v, str) and v for v in (record.status, record.stage, record.operator))
-
-
-def _missing_pages(path: Path) -> tuple[int, int] | None:
-    """(pages present, pages the header announces) when the file is shorter than announced."""
-    with path.open("rb") as handle:
-        header = handle.read(100)
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        return None  # not a database at all: RunStore.open says so
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    if page_size < 512:
-        return None  # a damaged header: RunStore.open reports it
-    announced = int.from_bytes(header[28:32], "big")
-    header_valid = header[24:28] == header[92:96]
-    present = path.stat().st_size // page_size
-    if header_valid and announced > present:
-        return present, announced
-    return None
 
 
 def _frame(rows: list[dict[str, Any]], record_type: type) -> Any:
