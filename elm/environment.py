@@ -125,8 +125,9 @@ class Environment:
     commit_messages: ClassVar[tuple[CommitMessage, ...]] = (
         CommitMessage("Changed the program.", 1.0),
     )
-    # The fitness floor for the QD score (sum over elites of fitness - qd_offset).
-    qd_offset: ClassVar[float] = 0.0
+    # The fitness floor for the QD score (sum over elites of fitness - qd_offset); an
+    # environment whose floor depends on its options sets it per instance.
+    qd_offset: float = 0.0
     # `elm verify`: how far a re-run's fitness and descriptor values may be from the stored
     # ones and still count as reproduced (absolute; 0.0: exactly).
     reproduce_tolerance: ClassVar[float] = 0.0

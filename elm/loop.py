@@ -85,8 +85,7 @@ class EvolutionLoop:
         for record in self.store.scored_candidates():
             batches.setdefault(record.iteration, []).append(record)
         for batch in batches.values():
-            self.archive.add_batch([r.id for r in batch], [r.fitness for r in batch],
-                                   [r.descriptor for r in batch])
+            self.archive.add_batch(*_offers(batch))
         elite_ids = [e.candidate_id for e in self.archive.elites()]
         self._sources = self.store.sources(elite_ids)
         self.programs.rebuild(self.store.evaluated_candidates())
@@ -120,8 +119,7 @@ class EvolutionLoop:
 
     def place(self, records: Sequence[CandidateRecord]) -> None:
         scored = [r for r in records if r.status == "ok"]
-        placements = self.archive.add_batch(
-            [r.id for r in scored], [r.fitness for r in scored], [r.descriptor for r in scored])
+        placements = self.archive.add_batch(*_offers(scored))
         for record, placement in zip(scored, placements):
             record.niche, record.placement = placement.niche, placement.outcome
             if placement.placed:
@@ -182,6 +180,20 @@ class EvolutionLoop:
         alive = {e.candidate_id for e in self.archive.elites()}
         for candidate_id in [i for i in self._sources if i not in alive]:
             del self._sources[candidate_id]
+
+
+def _offers(scored: Sequence[CandidateRecord]) -> tuple[list[int], list[float], list[list[float]]]:
+    """The ids, fitnesses and descriptors of scored candidates, as the archive takes them."""
+    ids: list[int] = []
+    fitnesses: list[float] = []
+    descriptors: list[list[float]] = []
+    for record in scored:
+        if record.fitness is None or record.descriptor is None:
+            raise ValueError(f"candidate {record.id} was not scored: it cannot go to the archive")
+        ids.append(record.id)
+        fitnesses.append(record.fitness)
+        descriptors.append(record.descriptor)
+    return ids, fitnesses, descriptors
 
 
 def funnel_counts(records: Sequence[CandidateRecord]) -> dict[str, int]:

@@ -38,7 +38,7 @@ def _eval(args: argparse.Namespace) -> int:
         (record,) = evaluator.evaluate([child], [0], iteration=0)
     finally:
         sandbox.close()
-    niche = archive.niche_of(record.descriptor) if record.status == "ok" else None
+    niche = archive.niche_of(record.descriptor) if record.descriptor is not None else None  # scored
     report = {
         "status": record.status,
         "reason": record.error,

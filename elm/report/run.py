@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -148,7 +148,7 @@ class Run:
         self._store = RunStore.open_readable(self.path)
         if self._store.damage:
             self._note(self._store.damage)
-        self.meta: dict[str, Any] = self._read("the run's meta data", self._store.meta, {})
+        self.meta: dict[str, Any] = self._read("the run's meta data", self._store.meta) or {}
         self.layout = self._read_layout()
         self._metrics: list[IterationMetrics] | None = None
 
@@ -180,7 +180,7 @@ class Run:
     def metrics(self) -> list[IterationMetrics]:
         """Per-iteration metrics in iteration order (iteration 0 evaluates the seeds)."""
         if self._metrics is None:
-            self._metrics = self._read("the iteration metrics", self._store.metrics, [])
+            self._metrics = self._read("the iteration metrics", self._store.metrics) or []
         return list(self._metrics)
 
     @property
@@ -210,16 +210,16 @@ class Run:
 
     def message_outcomes(self) -> list[MessageOutcome]:
         """How the children of each drawn commit message fared, per iteration."""
-        return self._read("the commit message outcomes", self._store.message_outcomes, [])
+        return self._read("the commit message outcomes", self._store.message_outcomes) or []
 
     def funnel_by_model_version(self) -> dict[str, dict[str, int]]:
         """The validity funnel of each diff-model version's children (stage 2 swaps the
         weights during a run); empty for runs without a diff model."""
-        counts = self._read("the funnel per model version", self._store.stage_counts_by_model_version, {})
+        counts = self._read("the funnel per model version", self._store.stage_counts_by_model_version) or {}
         return {str(version): funnel_from_stops(stages) for version, stages in counts.items()}
 
     def status_counts(self) -> dict[str, int]:
-        counts = self._read("the candidate statuses", self._store.status_counts, None)
+        counts = self._read("the candidate statuses", self._store.status_counts)
         if counts is None:
             counts = dict(Counter(c.status for c in self.candidates()))
             self._note(f"statuses are counted over the {sum(counts.values())} readable candidates")
@@ -233,7 +233,7 @@ class Run:
         return self._read_prefix(what, self._store.candidates(status=status or None))
 
     def candidate(self, candidate_id: int) -> CandidateRecord:
-        record = self._read(f"candidate {candidate_id}", lambda: self._store.candidate(candidate_id), None)
+        record = self._read(f"candidate {candidate_id}", lambda: self._store.candidate(candidate_id))
         if record is None:
             raise UserError(f"no candidate {candidate_id} in {self.path}")
         return record
@@ -278,7 +278,7 @@ class Run:
 
     def snapshots(self) -> list[int]:
         """Iterations at which an archive snapshot was stored."""
-        return self._read("the snapshot list", self._store.snapshot_iterations, [])
+        return self._read("the snapshot list", self._store.snapshot_iterations) or []
 
     def archive(self, snapshot: int | None = None, at_iteration: int | None = None) -> ArchiveState:
         """The current archive; or the one stored at iteration `snapshot`; or the one
@@ -290,9 +290,9 @@ class Run:
             if snapshot not in available:
                 listed = ", ".join(map(str, available)) or "none"
                 raise UserError(f"no snapshot at iteration {snapshot} (snapshots: {listed})")
-            rows = self._read(f"snapshot {snapshot}", lambda: self._store.snapshot(snapshot), [])
-            return self._state(f"snapshot at iteration {snapshot}", snapshot, rows)
-        rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration), None)
+            stored = self._read(f"snapshot {snapshot}", lambda: self._store.snapshot(snapshot)) or []
+            return self._state(f"snapshot at iteration {snapshot}", snapshot, stored)
+        rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration))
         if rows is None:
             readable = [c for c in self.candidates(status="ok")
                         if at_iteration is None or c.iteration <= at_iteration]
@@ -348,7 +348,7 @@ class Run:
     def tokens(self) -> dict[str, Any]:
         """Model tokens spent (served models count them): totals, per placed child, and the
         cost when the run's config gives `mutation.price_per_mtok`."""
-        totals = self._read("the token counts", self._store.token_totals, None)
+        totals = self._read("the token counts", self._store.token_totals)
         if totals is None:
             return {"prompt": 0, "completion": 0, "per_placed_child": None, "cost": None,
                     "cost_per_placed_child": None}
@@ -391,13 +391,14 @@ class Run:
 
     # -- reading a possibly damaged store ----------------------------------------------------
 
-    def _read(self, what: str, read: Callable[[], T], default: T) -> T:
+    def _read(self, what: str, read: Callable[[], T]) -> T | None:
+        """What `read` gives, or None (noted in `problems`) when the store cannot give it."""
         try:
             return read()
         except READ_ERRORS as error:
             self._unreadable_parts.add(what)
             self._note(f"cannot read {what}: {error}")
-            return default
+            return None
 
     def _read_prefix(self, what: str, rows: Iterator[T]) -> list[T]:
         """Rows up to the first one the store cannot give back intact."""
@@ -460,10 +461,10 @@ def _intact(record: CandidateRecord) -> bool:
     return all(isinstance(v, str) and v for v in (record.status, record.stage, record.operator))
 
 
-def _frame(rows: list[dict[str, Any]], record_type: type) -> Any:
+def _frame(rows: list[dict[str, Any]], record_type: type[Any]) -> Any:
     try:
         import pandas
     except ImportError:
         raise UserError("DataFrames need pandas: pip install 'elm[notebook]'") from None
-    return pandas.DataFrame(rows, columns=list(record_type.__dataclass_fields__))
+    return pandas.DataFrame(rows, columns=[f.name for f in fields(record_type)])
 
