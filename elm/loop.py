@@ -21,10 +21,11 @@ from elm.config import ElmConfig
 from elm.duplicates import EvaluatedPrograms
 from elm.environment import Environment
 from elm.evaluator import Evaluator
-from elm.mutation import Child, MutationRequest, Mutator, funnel_from_stops
+from elm.mutation import MutationRequest, Mutator
 from elm.mutation.messages import make_message_policy, mark_drawn_messages
 from elm.mutation.prompt import commit_messages_for
-from elm.store import CandidateRecord, IterationMetrics, RunStore, SnapshotRow
+from elm.records import CandidateRecord, Child, SnapshotRow, Stage, Status, funnel_counts
+from elm.store import IterationMetrics, RunStore
 
 IterationListener = Callable[[IterationMetrics], None]
 
@@ -95,7 +96,7 @@ class EvolutionLoop:
     def seed(self) -> None:
         seeds = self.environment.select_seeds(self.environment.seeds())
         children = [Child(parent_id=None, source=p.source, operator="seed",
-                          commit_message=p.name or None, stage="applied") for p in seeds]
+                          commit_message=p.name or None, stage=Stage.APPLIED) for p in seeds]
         self._finish(0, children, waited_s=0.0)
 
     def requests(self, iteration: int) -> list[MutationRequest]:
@@ -118,12 +119,12 @@ class EvolutionLoop:
         ]
 
     def place(self, records: Sequence[CandidateRecord]) -> None:
-        scored = [r for r in records if r.status == "ok"]
+        scored = [r for r in records if r.status == Status.OK]
         placements = self.archive.add_batch(*_offers(scored))
         for record, placement in zip(scored, placements):
             record.niche, record.placement = placement.niche, placement.outcome
             if placement.placed:
-                record.stage = "placed"
+                record.stage = Stage.PLACED
                 self._sources[record.id] = record.source or ""
 
     def _finish(self, iteration: int, children: Sequence[Child], waited_s: float) -> None:
@@ -194,8 +195,3 @@ def _offers(scored: Sequence[CandidateRecord]) -> tuple[list[int], list[float], 
         fitnesses.append(record.fitness)
         descriptors.append(record.descriptor)
     return ids, fitnesses, descriptors
-
-
-def funnel_counts(records: Sequence[CandidateRecord]) -> dict[str, int]:
-    """How many records reached each validity stage."""
-    return funnel_from_stops(Counter(r.stage for r in records))

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from elm.errors import UserError
-from elm.records import SnapshotRow, niche_holders
+from elm.records import (
+    REUSED_STAGES,
+    CandidateRecord,
+    PlacementOutcome,
+    SnapshotRow,
+    Stage,
+    Status,
+    niche_holders,
+    reached,
+)
 
 STORE_FILE = "run.sqlite"
 SCHEMA_VERSION = 1
@@ -81,31 +90,6 @@ CREATE TABLE IF NOT EXISTS events (
 
 
 @dataclass
-class CandidateRecord:
-    """One candidate as stored. `status` is the final verdict: `ok` only when scored."""
-
-    id: int
-    iteration: int
-    parent_id: int | None
-    operator: str
-    file_name: str
-    source: str | None
-    stage: str
-    status: str
-    commit_message: str | None = None
-    diff: str | None = None
-    error: str | None = None
-    fitness: float | None = None
-    descriptor: list[float] | None = None
-    niche: int | None = None
-    placement: str | None = None
-    result: Any = None
-    stdout: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class IterationMetrics:
     iteration: int
     wall_s: float
@@ -134,6 +118,13 @@ class MessageOutcome:
     improved: int
     reused: int
 
+
+# The run's vocabulary as SQL text (elm/records.py owns the words).
+_OK = f"'{Status.OK}'"
+_PLACED = f"'{Stage.PLACED}'"
+_RAN = ", ".join(f"'{stage}'" for stage in reached(Stage.RAN))
+_REUSED = ", ".join(f"'{stage}'" for stage in REUSED_STAGES)
+_NEW, _IMPROVED = f"'{PlacementOutcome.NEW}'", f"'{PlacementOutcome.IMPROVED}'"
 
 _JSON_COLUMNS = ("descriptor", "result", "timings", "extras", "statuses", "funnel")
 
@@ -270,12 +261,12 @@ class RunStore:
 
     def scored_candidates(self) -> Iterator[CandidateRecord]:
         """Every scored candidate in the order it was offered to the archive."""
-        return self._select_candidates("WHERE status = 'ok'", ())
+        return self._select_candidates(f"WHERE status = {_OK}", ())
 
     def evaluated_candidates(self) -> Iterator[CandidateRecord]:
         """Candidates whose program was evaluated, not reused from an earlier one, in id order."""
         return self._select_candidates(
-            "WHERE source IS NOT NULL AND stage NOT IN ('unchanged', 'duplicate')", ())
+            f"WHERE source IS NOT NULL AND stage NOT IN ({_REUSED})", ())
 
     def message_outcomes(self, iteration: int | None = None) -> list[MessageOutcome]:
         """Per iteration (all, or one) and drawn commit message (`extras.drawn_message`):
@@ -283,9 +274,9 @@ class RunStore:
         elite), or reused an earlier evaluation."""
         where, params = ("WHERE iteration = ?", (iteration,)) if iteration is not None else ("", ())
         rows = self._db.execute(
-            "SELECT iteration, message, count(*), sum(stage IN ('ran', 'scored', 'placed')),"
-            " sum(stage = 'placed'), sum(placement = 'new'), sum(placement = 'improved'),"
-            " sum(stage IN ('unchanged', 'duplicate')) FROM ("
+            f"SELECT iteration, message, count(*), sum(stage IN ({_RAN})),"
+            f" sum(stage = {_PLACED}), sum(placement = {_NEW}), sum(placement = {_IMPROVED}),"
+            f" sum(stage IN ({_REUSED})) FROM ("
             "  SELECT iteration, stage, coalesce(placement, '') AS placement,"
             "  json_extract(extras, '$.drawn_message') AS message"
             f"  FROM candidates {where}) WHERE message IS NOT NULL"
@@ -319,7 +310,7 @@ class RunStore:
             " coalesce(sum(json_extract(extras, '$.tokens.completion')), 0),"
             " count(json_extract(extras, '$.tokens.prompt')) FROM candidates").fetchone()
         (placed,) = self._db.execute(
-            "SELECT count(*) FROM candidates WHERE stage = 'placed' AND parent_id IS NOT NULL").fetchone()
+            f"SELECT count(*) FROM candidates WHERE stage = {_PLACED} AND parent_id IS NOT NULL").fetchone()
         return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),
                 "placed_children": int(placed)}
 
@@ -355,7 +346,7 @@ class RunStore:
         params = () if up_to_iteration is None else (up_to_iteration,)
         return niche_holders(self._db.execute(
             "SELECT niche, id, fitness, descriptor FROM candidates"
-            f" WHERE status = 'ok' AND niche IS NOT NULL {limit} ORDER BY id", params))
+            f" WHERE status = {_OK} AND niche IS NOT NULL {limit} ORDER BY id", params))
 
     # -- paged reading, for views of a run that is still being written -------------------
 
@@ -402,18 +393,17 @@ class RunStore:
             "SELECT niche, candidate_id, fitness, descriptor FROM snapshots WHERE iteration = ?", (latest,))
         later = self._db.execute(
             "SELECT niche, id, fitness, descriptor FROM candidates"
-            " WHERE iteration > ? AND status = 'ok' AND niche IS NOT NULL ORDER BY id", (latest,))
+            f" WHERE iteration > ? AND status = {_OK} AND niche IS NOT NULL ORDER BY id", (latest,))
         return niche_holders(itertools.chain(snapshot, later))
 
     def message_counts(self, after_id: int | None, up_to_id: int) -> list[dict[str, Any]]:
         """Per commit message, over the candidates with ids in (after_id, up_to_id]: how many
         tried it, ran, were placed, took a new niche or improved one. The counts add up over
         consecutive id ranges, so a live view reads each candidate once."""
-        ran = ", ".join(f"'{stage}'" for stage in ("ran", "scored", "placed"))
         rows = self._db.execute(
             "SELECT commit_message, count(*),"
-            f" count(CASE WHEN stage IN ({ran}) THEN 1 END), count(CASE WHEN stage = 'placed' THEN 1 END),"
-            " count(CASE WHEN placement = 'new' THEN 1 END), count(CASE WHEN placement = 'improved' THEN 1 END)"
+            f" count(CASE WHEN stage IN ({_RAN}) THEN 1 END), count(CASE WHEN stage = {_PLACED} THEN 1 END),"
+            f" count(CASE WHEN placement = {_NEW} THEN 1 END), count(CASE WHEN placement = {_IMPROVED} THEN 1 END)"
             " FROM candidates WHERE id > ? AND id <= ? AND operator != 'seed'"
             " GROUP BY commit_message", (-1 if after_id is None else after_id, up_to_id)).fetchall()
         return [{"text": text, "tries": tries, "ran": ran_count, "placed": placed,

@@ -46,3 +46,9 @@ def test_nothing_in_the_package_imports_the_tests() -> None:
                  if any(name == "tests" or name.startswith("tests.") for name in _imported(path))]
     assert not importing
     assert "tests.test_report_support" in _imported(Path(__file__).parent / "test_run_api.py")  # it finds them
+
+
+def test_the_run_vocabulary_imports_nothing_from_elm() -> None:
+    imported = _imported(PACKAGE / "records.py")
+    assert not [name for name in imported if name == "elm" or name.startswith("elm.")]
+    assert "elm.records" in _imported(PACKAGE / "store.py")

@@ -9,8 +9,9 @@ import pytest
 from elm.archive import Archive
 from elm.config import build_config
 from elm.evaluator import Evaluator
-from elm.loop import EvolutionLoop, funnel_counts
+from elm.loop import EvolutionLoop
 from elm.mutation.gp import GPMutator
+from elm.records import funnel_counts
 from elm.sandbox import Outcome
 from elm.store import RunStore
 from tests.toy_environment import Toy

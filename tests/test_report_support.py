@@ -23,8 +23,7 @@ from PIL import Image
 from elm.archive import Archive
 from elm.config import ArchiveConfig
 from elm.environment import DescriptorSpace, Dimension, Environment, Program, Score
-from elm.loop import funnel_counts
-from elm.mutation import STAGES
+from elm.records import STAGES, funnel_counts
 from elm.store import CandidateRecord, IterationMetrics, RunStore, SnapshotRow
 
 TOY = "tests.test_report_support:ToyEnvironment"

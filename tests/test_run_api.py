@@ -13,8 +13,7 @@ from elm.archive import Archive
 from elm.config import ArchiveConfig
 from elm.environment import DescriptorSpace, Dimension
 from elm.errors import UserError
-from elm.mutation import FUNNEL
-from elm.records import SnapshotRow, niche_holders
+from elm.records import FUNNEL, SnapshotRow, niche_holders
 from elm.report import open_run
 from elm.store import RunStore
 from tests.test_report_support import any_run, real_run, toy_run, write_toy_run  # noqa: F401  (fixtures)

@@ -37,7 +37,8 @@ from elm.environment import CommitMessage, DescriptorSpace, Dimension, Environme
 from elm.errors import UserError
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
-from elm.mutation import Child, MutationRequest
+from elm.mutation import MutationRequest
+from elm.records import Child, Stage
 from elm.sandbox import Sandbox, open_sandbox
 from elm.store import RunStore
 
@@ -120,7 +121,7 @@ class _ParentWhenUnapplied:
         for child in children:
             if child.source is None and child.parent_id in sources:
                 source = f"{sources[child.parent_id]}\n_BENCH_CHILD = {next(self._serial)}\n"
-                child.source, child.stage, child.error = source, "applied", None
+                child.source, child.stage, child.error = source, Stage.APPLIED, None
                 child.extras["bench_source"] = "parent"
         return children
 

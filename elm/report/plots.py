@@ -18,7 +18,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from elm.mutation import REUSED_STAGES, STAGES
+from elm.records import REUSED_STAGES, STAGES
 from elm.report.run import ArchiveLayout, ArchiveState
 from elm.store import IterationMetrics
 

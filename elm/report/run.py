@@ -24,9 +24,18 @@ from typing import Any, TypeVar
 import numpy as np
 
 from elm.errors import UserError
-from elm.mutation import FUNNEL, REUSED_STAGES, funnel_from_stops
-from elm.records import SnapshotRow, niche_holders
-from elm.store import READ_ERRORS, CandidateRecord, IterationMetrics, MessageOutcome, RunStore
+from elm.records import (
+    FUNNEL,
+    REUSED_STAGES,
+    CandidateRecord,
+    SnapshotRow,
+    Stage,
+    Status,
+    funnel_counts,
+    funnel_from_stops,
+    niche_holders,
+)
+from elm.store import READ_ERRORS, IterationMetrics, MessageOutcome, RunStore
 
 T = TypeVar("T")
 
@@ -198,8 +207,6 @@ class Run:
         """Validity funnel totals over all iterations: how many candidates reached each stage."""
         metrics = self.metrics()
         if not metrics and self._unreadable("the iteration metrics"):
-            from elm.loop import funnel_counts
-
             readable = self.candidates()
             self._note(f"the funnel counts the {len(readable)} readable candidates")
             return funnel_counts(readable)
@@ -294,7 +301,7 @@ class Run:
             return self._state(f"snapshot at iteration {snapshot}", snapshot, stored)
         rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration))
         if rows is None:
-            readable = [c for c in self.candidates(status="ok")
+            readable = [c for c in self.candidates(status=Status.OK)
                         if at_iteration is None or c.iteration <= at_iteration]
             self._note(f"the archive is rebuilt from the {len(readable)} readable scored candidates")
             rows = niche_holders((c.niche, c.id, c.fitness, c.descriptor or ()) for c in readable
@@ -452,7 +459,7 @@ def open_run(run_dir: str | Path) -> Run:
 
 def reused_shares(funnel: dict[str, int]) -> dict[str, float | None]:
     """The share of generated candidates that were not evaluated, by reason."""
-    generated = funnel.get("generated") or 0
+    generated = funnel.get(Stage.GENERATED) or 0
     return {stage: funnel.get(stage, 0) / generated if generated else None for stage in REUSED_STAGES}
 
 

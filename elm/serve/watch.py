@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from elm.errors import UserError
-from elm.mutation import STAGES
+from elm.records import STAGES, CandidateRecord, SnapshotRow, Status
 from elm.report.renders import render_candidates
 from elm.report.run import ArchiveLayout
 from elm.report.views import candidate_dict, progress_text
-from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, RunStore, SnapshotRow
+from elm.store import STORE_FILE, IterationMetrics, RunStore
 
 METRICS_PAGE = 5000
 EVENTS_PAGE = 200
@@ -190,7 +190,7 @@ class RunWatch:
             meta = self._store.meta()
         if record is None:
             raise UserError(f"no candidate {candidate_id} in this run")
-        if record.status != "ok":
+        if record.status != Status.OK:
             return {"picture": None, "note": "only scored candidates are drawn"}
         drawn = render_candidates(meta.get("environment"), dict(meta.get("environment_options") or {}),
                                   [record])
