@@ -19,7 +19,7 @@ import numpy as np
 from elm.archive import Archive
 from elm.config import ElmConfig
 from elm.duplicates import EvaluatedPrograms
-from elm.environment import Environment
+from elm.environment import Environment, seed_programs
 from elm.evaluator import Evaluator
 from elm.mutation import MutationRequest, Mutator
 from elm.mutation.messages import make_message_policy, mark_drawn_messages
@@ -49,7 +49,8 @@ class EvolutionLoop:
         self.store = store
         self.on_iteration = on_iteration or (lambda metrics: None)
         self.commit_messages = commit_messages_for(config, environment)
-        self.depth = min(config.workers.in_flight, getattr(mutator, "max_in_flight", 1 << 30))
+        limit = mutator.max_in_flight
+        self.depth = config.workers.in_flight if limit is None else min(config.workers.in_flight, limit)
         self.message_policy = make_message_policy(config.mutation.message_selection,
                                                   self.commit_messages, lag=self.depth)
         self.programs = EvaluatedPrograms()
@@ -94,7 +95,7 @@ class EvolutionLoop:
         return self.store.last_iteration()
 
     def seed(self) -> None:
-        seeds = self.environment.select_seeds(self.environment.seeds())
+        seeds = seed_programs(self.environment)
         children = [Child(parent_id=None, source=p.source, operator="seed",
                           commit_message=p.name or None, stage=Stage.APPLIED) for p in seeds]
         self._finish(0, children, waited_s=0.0)
@@ -147,7 +148,7 @@ class EvolutionLoop:
     def _stage_figures(self, children: Sequence[Child], waited_s: float, evaluate_s: float,
                        interval_s: float) -> dict[str, float]:
         """Throughput and busy share of generation and evaluation over this iteration."""
-        workers = max(getattr(self.mutator, "workers", 1), 1)
+        workers = max(self.mutator.workers, 1)
         generate_s = sum(c.timings.get("generate_s", 0.0) for c in children)
         interval_s = max(interval_s, 1e-9)
         return {

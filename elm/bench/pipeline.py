@@ -37,7 +37,7 @@ from elm.environment import CommitMessage, DescriptorSpace, Dimension, Environme
 from elm.errors import UserError
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
-from elm.mutation import MutationRequest
+from elm.mutation import MutationRequest, Mutator
 from elm.records import Child, Stage
 from elm.sandbox import Sandbox, open_sandbox
 from elm.store import RunStore
@@ -108,9 +108,17 @@ class _ParentWhenUnapplied:
 
     name = "diff"
 
-    def __init__(self, mutator: Any) -> None:
+    def __init__(self, mutator: Mutator) -> None:
         self.mutator = mutator
         self._serial = itertools.count()
+
+    @property
+    def max_in_flight(self) -> int | None:
+        return self.mutator.max_in_flight
+
+    @property
+    def workers(self) -> int:
+        return self.mutator.workers
 
     def submit(self, requests: Sequence[MutationRequest]) -> Any:
         return self.mutator.submit(requests), {r.parent_id: r.source for r in requests}

@@ -36,6 +36,17 @@ class Mutator(Protocol):
 
     name: str
 
+    @property
+    def max_in_flight(self) -> int | None:
+        """The most batches worth submitting before the first is collected (the loop keeps
+        min(workers.in_flight, this)); None: no limit of its own."""
+        ...
+
+    @property
+    def workers(self) -> int:
+        """How many requests it works on at once (for the loop's busy figures)."""
+        ...
+
     def submit(self, requests: Sequence[MutationRequest]) -> Any:
         """Start work on a batch; returns a ticket for `collect`."""
         ...
@@ -57,7 +68,8 @@ class InProcessMutator:
 
     name = "in_process"
     # Work happens in the loop's thread, so batches in flight would only stale parents.
-    max_in_flight = 1
+    max_in_flight: int | None = 1
+    workers = 1
 
     def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
         raise NotImplementedError

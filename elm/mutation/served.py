@@ -89,6 +89,7 @@ class ServedMutator:
     """Mutates programs with a model behind an OpenAI-protocol server; see the module docstring."""
 
     name = "diff"
+    max_in_flight: int | None = None  # requests wait on the server's slots; workers.in_flight bounds batches
 
     def __init__(self, settings: MutationConfig) -> None:
         from openai import AsyncOpenAI
