@@ -91,9 +91,6 @@ class Archive:
             layout["bins"] = list(self.bins or ())
         return layout
 
-    def add(self, candidate_id: int, fitness: float, descriptor: Sequence[float]) -> Placement:
-        return self.add_batch([candidate_id], [fitness], [descriptor])[0]
-
     def add_batch(
         self,
         candidate_ids: Sequence[int],

@@ -188,10 +188,6 @@ class RunStore:
 
     # -- writing -------------------------------------------------------------
 
-    def set_meta(self, key: str, value: Any) -> None:
-        with self._db:
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
-
     def record_iteration(
         self,
         candidates: Sequence[CandidateRecord],

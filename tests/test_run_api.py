@@ -35,7 +35,7 @@ def _replayed_archive(store: RunStore, up_to_iteration: int | None = None) -> Ar
                       centroids=layout.get("centroids"))
     for record in store.scored_candidates():
         if up_to_iteration is None or record.iteration <= up_to_iteration:
-            archive.add(record.id, record.fitness, record.descriptor)
+            archive.add_batch([record.id], [record.fitness], [record.descriptor])
     return archive
 
 
@@ -69,7 +69,7 @@ def test_the_niche_rule_is_pyribs_rule_on_ties_and_improvements(any_run: Path, s
     for count in (2, 3):
         archive = _replayed_archive(store, up_to_iteration=-1)  # empty, the run's shape
         for candidate_id, value in offered[:count]:
-            archive.add(candidate_id, value, descriptor)
+            archive.add_batch([candidate_id], [value], [descriptor])
         held = niche_holders((niche, candidate_id, value, descriptor) for candidate_id, value in offered[:count])
         assert [(e.niche, e.candidate_id) for e in archive.elites()] == [(r.niche, r.candidate_id) for r in held]
         assert held[0].candidate_id == (first.id if count == 2 else third.id)
