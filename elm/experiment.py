@@ -52,7 +52,7 @@ def start_run(config: ElmConfig, out: str | Path | None = None,
     with _resources(config, environment) as (sandbox, mutator):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(config_to_yaml(config))
-        store = RunStore.create(run_dir, _meta(config, environment, archive))
+        store = RunStore.create(run_dir, run_meta(config, environment, archive))
         _run_loop(config, environment, archive, sandbox, mutator, store, on_iteration)
     return run_dir
 
@@ -131,7 +131,8 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
         sandbox.close()
 
 
-def _meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict:
+def run_meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict:
+    """What a new run's store keeps about how it was started."""
     from dataclasses import asdict
 
     from omegaconf import OmegaConf

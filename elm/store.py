@@ -28,7 +28,9 @@ from elm.records import (
 )
 
 STORE_FILE = "run.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Runs stored before schema 2 have no `programs` table: resuming one fills it once.
+_PROGRAMS_INDEXED = "programs_indexed"
 _RESULT_LIMIT = 256 * 1024
 
 _SCHEMA = """
@@ -56,6 +58,17 @@ CREATE TABLE IF NOT EXISTS candidates (
 );
 CREATE INDEX IF NOT EXISTS candidates_by_iteration ON candidates (iteration);
 CREATE INDEX IF NOT EXISTS candidates_by_parent ON candidates (parent_id);
+CREATE INDEX IF NOT EXISTS candidates_by_status ON candidates (status);
+CREATE INDEX IF NOT EXISTS candidates_by_stage ON candidates (stage, parent_id);
+CREATE INDEX IF NOT EXISTS candidates_by_prompt_tokens ON candidates (json_extract(extras, '$.tokens.prompt'));
+CREATE INDEX IF NOT EXISTS candidates_by_model_version ON candidates (json_extract(extras, '$.model_version'), stage);
+CREATE TABLE IF NOT EXISTS programs (
+    key TEXT PRIMARY KEY,
+    candidate_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    fitness REAL,
+    descriptor TEXT
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iterations (
     iteration INTEGER PRIMARY KEY,
     finished_at REAL NOT NULL,
@@ -126,6 +139,19 @@ _RAN = ", ".join(f"'{stage}'" for stage in reached(Stage.RAN))
 _REUSED = ", ".join(f"'{stage}'" for stage in REUSED_STAGES)
 _NEW, _IMPROVED = f"'{PlacementOutcome.NEW}'", f"'{PlacementOutcome.IMPROVED}'"
 
+
+@dataclass(frozen=True)
+class ProgramVerdict:
+    """The first evaluation of a distinct program (by its key, elm/duplicates.py): what a
+    later copy of it reuses."""
+
+    key: str
+    candidate_id: int
+    status: str
+    fitness: float | None
+    descriptor: list[float] | None
+
+
 _JSON_COLUMNS = ("descriptor", "result", "timings", "extras", "statuses", "funnel")
 
 # What reading a damaged store raises: SQLite's own errors, and JSON that a damaged page
@@ -146,7 +172,7 @@ class RunStore:
         store = cls(path, _connect(path))
         with store._db:
             store._db.executescript(_SCHEMA)
-            for key, value in {"schema_version": SCHEMA_VERSION, **meta}.items():
+            for key, value in {"schema_version": SCHEMA_VERSION, _PROGRAMS_INDEXED: True, **meta}.items():
                 store._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
                 )
@@ -162,6 +188,9 @@ class RunStore:
         try:
             store = cls(path, _connect(path, readonly=readonly))
             store._db.execute("SELECT count(*) FROM meta").fetchone()
+            if not readonly:
+                with store._db:  # a store of an older schema gains the newer indexes and tables
+                    store._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as error:
             raise UserError(f"cannot read run store {path}: {error}") from None
         return store
@@ -194,9 +223,11 @@ class RunStore:
         metrics: IterationMetrics,
         snapshot: Iterable[SnapshotRow] | None = None,
         events: Iterable[tuple[str, Any]] = (),
+        programs: Iterable[ProgramVerdict] = (),
     ) -> None:
         """Everything of one iteration in a single transaction: all of it or none."""
         with self._db:
+            self._insert_programs(programs)
             self._db.executemany(
                 f"INSERT INTO candidates ({_CANDIDATE_COLUMNS}) VALUES ({_placeholders(_CANDIDATE_FIELDS)})",
                 [_candidate_row(c) for c in candidates],
@@ -218,7 +249,28 @@ class RunStore:
                 [(metrics.iteration, time.time(), kind, json.dumps(detail)) for kind, detail in events],
             )
 
+    def index_programs(self, programs: Iterable[ProgramVerdict]) -> None:
+        """Fill the `programs` table of a run stored before schema 2 (once, on resume)."""
+        with self._db:
+            self._insert_programs(programs)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PROGRAMS_INDEXED, "true"))
+
+    def _insert_programs(self, programs: Iterable[ProgramVerdict]) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO programs VALUES (?, ?, ?, ?, ?)",
+            [(p.key, p.candidate_id, p.status, p.fitness,
+              None if p.descriptor is None else json.dumps(p.descriptor)) for p in programs])
+
     # -- reading -------------------------------------------------------------
+
+    def program_verdicts(self) -> Iterator[ProgramVerdict] | None:
+        """The first evaluation of every distinct program, or None for a run stored before
+        schema 2 (its programs were never indexed: see `index_programs`)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (_PROGRAMS_INDEXED,)).fetchone()
+        if row is None:
+            return None
+        rows = self._db.execute("SELECT key, candidate_id, status, fitness, descriptor FROM programs")
+        return (ProgramVerdict(k, c, s, f, None if d is None else json.loads(d)) for k, c, s, f, d in rows)
 
     def meta(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
@@ -264,6 +316,10 @@ class RunStore:
         return self._select_candidates(
             f"WHERE source IS NOT NULL AND stage NOT IN ({_REUSED})", ())
 
+    def lineage_links(self) -> Iterator[tuple[int, int | None]]:
+        """(candidate id, parent id) of every candidate, in id order."""
+        return iter(self._db.execute("SELECT id, parent_id FROM candidates ORDER BY id"))
+
     def message_outcomes(self, iteration: int | None = None) -> list[MessageOutcome]:
         """Per iteration (all, or one) and drawn commit message (`extras.drawn_message`):
         tries, how many ran in the sandbox, were placed (as a new niche or an improved
@@ -304,7 +360,8 @@ class RunStore:
         prompt, completion, counted = self._db.execute(
             "SELECT coalesce(sum(json_extract(extras, '$.tokens.prompt')), 0),"
             " coalesce(sum(json_extract(extras, '$.tokens.completion')), 0),"
-            " count(json_extract(extras, '$.tokens.prompt')) FROM candidates").fetchone()
+            " count(json_extract(extras, '$.tokens.prompt')) FROM candidates"
+            " WHERE json_extract(extras, '$.tokens.prompt') IS NOT NULL").fetchone()
         (placed,) = self._db.execute(
             f"SELECT count(*) FROM candidates WHERE stage = {_PLACED} AND parent_id IS NOT NULL").fetchone()
         return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),

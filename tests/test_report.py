@@ -171,3 +171,29 @@ def test_cli(capsys, tmp_path: Path, toy_run: Path) -> None:
     assert main(["report", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("elm: error: run folder not found") and len(err.strip().splitlines()) == 1
+
+
+def test_page_of_a_long_run_holds_every_elite_and_a_bounded_share_of_ancestors(
+        tmp_path: Path, real_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import elm.report
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(real_run, run_dir)
+    write_report(run_dir)
+    unbounded = page_data((run_dir / "report.html").read_text())
+    with open_run(run_dir) as run:
+        elites, candidates = run.elites(), len(run.candidates())
+    ancestors = len(unbounded["candidates"]) - len(elites)
+    assert ancestors > 2, "the fixture run has ancestors to leave out"
+    assert unbounded["left_out"] == candidates - len(unbounded["candidates"])
+
+    monkeypatch.setattr(elm.report, "ANCESTOR_LIMIT", 2)
+    write_report(run_dir)
+    html = (run_dir / "report.html").read_text()
+    data = page_data(html)
+    assert len(data["candidates"]) == len(elites) + 2
+    assert all(data["candidates"][str(e.candidate_id)]["source"] is not None for e in elites)
+    assert data["left_out"] == candidates - len(elites) - 2
+    note = re.search(r"<p class='sub' id='left-out'>(.*?)</p>", html)
+    assert note and f"{data['left_out']:,} are left out" in note.group(1)
+    assert f"elm inspect {run_dir} --lineage ID" in note.group(1)

@@ -7,10 +7,10 @@
     run.elites(snapshot=10)       # the archive stored at iteration 10
     run.elites_frame()            # the same as a pandas DataFrame
 
-The current archive is rebuilt from the candidates by `elm.records.niche_holders` (the one
-rule of which candidate holds a niche), through `RunStore.best_per_niche`. Whatever part of
-a damaged store cannot be read is left out and described in `run.problems`; the rest stays
-available.
+The current archive is rebuilt by `RunStore.current_elites` (the latest snapshot and the
+candidates after it), by `elm.records.niche_holders`, the one rule of which candidate holds
+a niche. Whatever part of a damaged store cannot be read is left out and described in
+`run.problems`; the rest stays available.
 """
 
 from __future__ import annotations
@@ -268,11 +268,15 @@ class Run:
             seen.add(parent_id)
         return Lineage(tuple(reversed(steps)), complete=True)
 
-    def ancestors(self, ids: Sequence[int]) -> dict[int, CandidateRecord]:
-        """The candidates and all their ancestors, fetched a generation at a time."""
+    def ancestors(self, ids: Sequence[int], limit: int | None = None) -> dict[int, CandidateRecord]:
+        """The candidates and their ancestors, fetched a generation at a time (nearest
+        first), up to `limit` records in all (the candidates themselves always)."""
         found: dict[int, CandidateRecord] = {}
         wanted = set(ids)
         while wanted:
+            if limit is not None and found:
+                room = max(limit - len(found), 0)
+                wanted = set(sorted(wanted, reverse=True)[:room])  # the latest parents first
             fetched = self.candidates_by_id(sorted(wanted))
             found.update(fetched)
             wanted = {r.parent_id for r in fetched.values()
@@ -299,7 +303,10 @@ class Run:
                 raise UserError(f"no snapshot at iteration {snapshot} (snapshots: {listed})")
             stored = self._read(f"snapshot {snapshot}", lambda: self._store.snapshot(snapshot)) or []
             return self._state(f"snapshot at iteration {snapshot}", snapshot, stored)
-        rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration))
+        if at_iteration is None:
+            rows = self._read("the archive", self._store.current_elites)
+        else:
+            rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration))
         if rows is None:
             readable = [c for c in self.candidates(status=Status.OK)
                         if at_iteration is None or c.iteration <= at_iteration]

@@ -237,6 +237,12 @@
       el("div", { class: "msg" }, step.commit_message || "(no commit message)"),
       step.diff ? el("details", {}, el("summary", {}, "diff"), diffBlock(step.diff)) : null));
     parts.push(el("ol", { class: "lineage" }, ...items));
+    const first = lineage.steps[0];
+    if (!lineage.complete && first && first.parent_id !== null) {
+      parts.push(el("p", { class: "hint", id: "lineage-left-out" },
+        `Earlier steps are not in this page (it holds ${data.num_elites} elites and the nearest of their ancestors): `
+        + `${data.inspect} --lineage ${c.id}`));
+    }
     detail.replaceChildren(...parts);
   }
 
