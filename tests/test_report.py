@@ -77,7 +77,7 @@ def test_candidate_text_stays_inside_the_data(tmp_path: Path, toy_run: Path) -> 
     shutil.copytree(toy_run, run)
     html = write_report(run, renders=0).read_text()
     assert "</script><script>window.pwned" not in html
-    assert html.count("</script>") == 2  # the data element and the page's own script
+    assert html.count("</script>") == 3  # the data element and the page's own two scripts
     data = page_data(html)
     assert any(HOSTILE_COMMENT in (c.get("source") or "") for c in data["candidates"].values())
 

@@ -83,7 +83,7 @@ def _page(title: str, body: str, data: Any, script: bool) -> str:
     scripts = ""
     if script:
         scripts = (f'<script type="application/json" id="run-data">{_json_for_html(data)}</script>\n'
-                   f"<script>{_static('report.js')}</script>")
+                   f"<script>{_static('common.js')}</script>\n<script>{_static('report.js')}</script>")
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<meta http-equiv='Content-Security-Policy' content=\"{_POLICY}\">"
