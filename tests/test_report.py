@@ -100,12 +100,8 @@ def test_pictures_of_the_best_elites_are_embedded(tmp_path: Path, toy_run: Path)
     ("no_such_environment", "cannot be loaded"),
 ])
 def test_pictures_that_cannot_be_drawn_are_explained(tmp_path: Path, environment: str, note: str) -> None:
-    run = write_toy_run(tmp_path / "run", iterations=2,
-                        environment=environment if ":" in environment else NO_RENDER)
-    if ":" not in environment:
-        store = RunStore.open(run)
-        store.set_meta("environment", environment)
-        store.close()
+    run = write_toy_run(tmp_path / "run", iterations=2, environment=environment if ":" in environment else NO_RENDER,
+                        meta=None if ":" in environment else {"environment": environment})
     files = build_report(run)
     assert any(note in n for n in files.notes), files.notes
     data = page_data(files.html.read_text())

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from elm.errors import UserError
+from elm.records import SANDBOX_STATUSES
 
 if TYPE_CHECKING:
     from elm.config import SandboxConfig
 
-RUNNER_STATUSES = ("ok", "error", "timeout", "memory", "killed", "bad_output")  # what the runner answers
-VIOLATION = "violation"  # given by the host: the candidate tampered with the sandbox's protocol stream
-STATUSES = (*RUNNER_STATUSES, VIOLATION)
+STATUSES = SANDBOX_STATUSES  # the runner answers one of these (sandbox/runner.py spells them out)
 
 
 class SandboxUnavailable(UserError):

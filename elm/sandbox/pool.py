@@ -29,7 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from elm.sandbox import VIOLATION, Job, Outcome, SandboxUnavailable
+from elm.records import Status
+from elm.sandbox import Job, Outcome, SandboxUnavailable
 from elm.sandbox.protocol import (
     ProtocolError,
     check_job,
@@ -214,7 +215,7 @@ class RunnerPool:
                 return Outcome("memory", seconds, error=error)
             raise _LostRunner(death, seconds) from None
         answer = decode_answer(line, job_id, token)
-        if answer.outcome.status == VIOLATION:
+        if answer.outcome.status == Status.VIOLATION:
             answer.outcome.seconds = round(time.monotonic() - started, 6)
         if answer.retire:
             self._replace(slot, f"retired after a {answer.outcome.status} answer: {answer.outcome.error[:200]}")

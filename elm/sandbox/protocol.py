@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from elm.sandbox import RUNNER_STATUSES, VIOLATION, Job, Outcome
+from elm.records import Status
+from elm.sandbox import STATUSES, Job, Outcome
 
 if TYPE_CHECKING:
     from elm.config import SandboxConfig
@@ -95,7 +96,7 @@ def violation(reason: str, seconds: float = 0.0) -> Answer:
     """Something other than the runner's answer came on its output stream: the job gets
     `violation` and the runner is replaced."""
     error = f"sandbox violation: {reason}; the sandbox was replaced"
-    return Answer(Outcome(VIOLATION, seconds, error=error), retire=True)
+    return Answer(Outcome(Status.VIOLATION, seconds, error=error), retire=True)
 
 
 def decode_answer(line: bytes, job_id: int, token: str) -> Answer:
@@ -111,7 +112,7 @@ def decode_answer(line: bytes, job_id: int, token: str) -> Answer:
                          f"(forged or garbled): {line[:80]!r}")
     try:
         status = answer.get("status")
-        if status not in RUNNER_STATUSES:
+        if status not in STATUSES:
             raise ProtocolError(f"unknown status {status!r}")
         seconds = float(answer.get("seconds") or 0.0)
         error = _text(answer.get("error"))
@@ -126,7 +127,7 @@ def decode_answer(line: bytes, job_id: int, token: str) -> Answer:
         outcome = Outcome("bad_output", 0.0, error=f"sandbox runner answered out of protocol: {problem}")
         return Answer(outcome, retire=True)
     outcome = Outcome(status, seconds, stdout=stdout, error=error, extras=extras)
-    if status == "ok":
+    if status == Status.OK:
         _attach_result(outcome, answer.get("result_json"))
     return Answer(outcome, retire)
 
@@ -150,7 +151,7 @@ def _attach_result(outcome: Outcome, result_json: Any) -> None:
 
 
 def _refuse_result(outcome: Outcome, reason: str) -> None:
-    outcome.status = "bad_output"
+    outcome.status = Status.BAD_OUTPUT
     outcome.error = reason
 
 
@@ -159,8 +160,9 @@ def json_elements(text: str | bytes) -> int:
     one pass of C without building any: every value but the first follows a comma, a
     colon or an opening bracket. Those inside strings count too (a result is rarely
     text full of them, and telling them apart would take a pass in Python)."""
-    marks = (b"[", b"{", b",", b":") if isinstance(text, bytes) else ("[", "{", ",", ":")
-    return 1 + sum(text.count(mark) for mark in marks)  # type: ignore[arg-type]
+    if isinstance(text, bytes):
+        return 1 + sum(text.count(mark) for mark in (b"[", b"{", b",", b":"))
+    return 1 + sum(text.count(mark) for mark in ("[", "{", ",", ":"))
 
 
 def _stdout(answer: dict[str, Any]) -> str:
