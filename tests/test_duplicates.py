@@ -6,7 +6,7 @@ from collections import Counter
 
 from elm.archive import Archive
 from elm.config import build_config
-from elm.duplicates import program_key
+from elm.duplicates import ProgramKeys, program_key
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
 from elm.mutation import Child, InProcessMutator
@@ -70,6 +70,38 @@ def test_program_key_ignores_what_cannot_change_behaviour():
     assert program_key(SHARED) == program_key(SHARED_REFORMATTED)
     assert program_key(SHARED) != program_key(SHARED.replace("2.0", "2.5"))
     assert program_key("def point(:\n") is None and program_key(None) is None
+
+
+# Sources whose top-level statements are hard to find without parsing: a string, brackets
+# and a continuation over lines at column 0, decorators, clauses, semicolons, comments.
+TRICKY = [
+    'NOTE = """a note\nx = 1\n"""\ny = 2\n',
+    "@decorate\ndef f():\n    pass\n",
+    "if x:\n    pass\nelse:\n    y = 1\n",
+    "try:\n    a()\nexcept E:\n    b()\nfinally:\n    c()\n",
+    "x = (1,\n2)\nz = 3\n",
+    "a = 1; b = 2\nc = 3",
+    "x = 1 + \\\n2\n",
+    "elsewhere = 1\nelse_ = 2\n",
+    "# only a comment\n",
+    "",
+    "class A:\n    pass\n# a comment\n\nx = 1\n",
+    "s = '''\n'''\n'''\n'''\n",
+    "def f(:\n    pass\n",
+    "    indented = 1\n",
+    "x = 1\r\ny = 2\r\n",
+]
+
+
+def test_program_keys_match_the_syntax_tree_key_and_reuse_pieces():
+    keys = ProgramKeys(max_pieces=8)
+    for _ in range(2):  # the second time from remembered pieces
+        for source in [*TRICKY, SHARED, SHARED_REFORMATTED]:
+            assert keys.key(source) == program_key(source), source
+    parent = "def helper(x):\n    return x * 2\n\n\ndef main():\n    return helper(1)\n"
+    child = parent.replace("helper(1)", "helper(2)")
+    assert keys.key(parent) == program_key(parent) and keys.key(child) == program_key(child)
+    assert keys.key(parent) != keys.key(child)
 
 
 def test_no_duplicate_reaches_the_sandbox(tmp_path):
