@@ -17,9 +17,12 @@ from typing import Any
 from elm.errors import UserError
 
 STORE_FILE = "run.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Runs stored before schema 2 have no `programs` table: resuming one fills it once.
 _PROGRAMS_INDEXED = "programs_indexed"
+# Runs stored before schema 3 have no `message_outcomes` table: opening one to write fills
+# it once; until then readers count the outcomes over the candidates.
+_OUTCOMES_KEPT = "message_outcomes_kept"
 _RESULT_LIMIT = 256 * 1024
 
 _SCHEMA = """
@@ -57,6 +60,17 @@ CREATE TABLE IF NOT EXISTS programs (
     status TEXT NOT NULL,
     fitness REAL,
     descriptor TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_outcomes (
+    iteration INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    tries INTEGER NOT NULL,
+    ran INTEGER NOT NULL,
+    placed INTEGER NOT NULL,
+    new INTEGER NOT NULL,
+    improved INTEGER NOT NULL,
+    reused INTEGER NOT NULL,
+    PRIMARY KEY (iteration, message)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iterations (
     iteration INTEGER PRIMARY KEY,
@@ -180,7 +194,8 @@ class RunStore:
         store = cls(path, _connect(path))
         with store._db:
             store._db.executescript(_SCHEMA)
-            for key, value in {"schema_version": SCHEMA_VERSION, _PROGRAMS_INDEXED: True, **meta}.items():
+            for key, value in {"schema_version": SCHEMA_VERSION, _PROGRAMS_INDEXED: True,
+                               _OUTCOMES_KEPT: True, **meta}.items():
                 store._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
                 )
@@ -199,6 +214,7 @@ class RunStore:
             if not readonly:
                 with store._db:  # a store of an older schema gains the newer indexes and tables
                     store._db.executescript(_SCHEMA)
+                    store._keep_message_outcomes()
         except sqlite3.DatabaseError as error:
             raise UserError(f"cannot read run store {path}: {error}") from None
         return store
@@ -227,6 +243,7 @@ class RunStore:
                 f"INSERT INTO candidates ({_CANDIDATE_COLUMNS}) VALUES ({_placeholders(_CANDIDATE_FIELDS)})",
                 [_candidate_row(c) for c in candidates],
             )
+            self._db.execute(f"INSERT INTO message_outcomes {_OUTCOMES_OF_ITERATION}", (metrics.iteration,))
             row = _encode(asdict(metrics))
             row["finished_at"] = time.time()
             self._db.execute(
@@ -261,8 +278,7 @@ class RunStore:
     def program_verdicts(self) -> Iterator[ProgramVerdict] | None:
         """The first evaluation of every distinct program, or None for a run stored before
         schema 2 (its programs were never indexed: see `index_programs`)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (_PROGRAMS_INDEXED,)).fetchone()
-        if row is None:
+        if self._meta_value(_PROGRAMS_INDEXED) is None:
             return None
         rows = self._db.execute("SELECT key, candidate_id, status, fitness, descriptor FROM programs")
         return (ProgramVerdict(k, c, s, f, None if d is None else json.loads(d)) for k, c, s, f, d in rows)
@@ -303,17 +319,26 @@ class RunStore:
     def message_outcomes(self, iteration: int | None = None) -> list[MessageOutcome]:
         """Per iteration (all, or one) and drawn commit message (`extras.drawn_message`):
         tries, how many ran in the sandbox, were placed (as a new niche or an improved
-        elite), or reused an earlier evaluation."""
+        elite), or reused an earlier evaluation. Kept per iteration as it is committed."""
         where, params = ("WHERE iteration = ?", (iteration,)) if iteration is not None else ("", ())
-        rows = self._db.execute(
-            "SELECT iteration, message, count(*), sum(stage IN ('ran', 'scored', 'placed')),"
-            " sum(stage = 'placed'), sum(placement = 'new'), sum(placement = 'improved'),"
-            " sum(stage IN ('unchanged', 'duplicate')) FROM ("
-            "  SELECT iteration, stage, coalesce(placement, '') AS placement,"
-            "  json_extract(extras, '$.drawn_message') AS message"
-            f"  FROM candidates {where}) WHERE message IS NOT NULL"
-            " GROUP BY iteration, message ORDER BY iteration, message", params)
+        if self._meta_value(_OUTCOMES_KEPT) is None:  # a run stored before schema 3, read-only
+            rows = self._db.execute(f"{_OUTCOMES_BY_ITERATION.format(where=where)} ORDER BY iteration, message",
+                                    params)
+        else:
+            rows = self._db.execute(
+                "SELECT iteration, message, tries, ran, placed, new, improved, reused"
+                f" FROM message_outcomes {where} ORDER BY iteration, message", params)
         return [MessageOutcome(*row) for row in rows]
+
+    def _keep_message_outcomes(self) -> None:
+        """Fill the `message_outcomes` table of a run stored before schema 3 (once)."""
+        if self._meta_value(_OUTCOMES_KEPT) is None:
+            self._db.execute(f"INSERT INTO message_outcomes {_OUTCOMES_BY_ITERATION.format(where='')}")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_OUTCOMES_KEPT, "true"))
+
+    def _meta_value(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def sources(self, ids: Iterable[int]) -> dict[int, str]:
         ids = list(ids)
@@ -460,6 +485,17 @@ class RunStore:
         for row in self._db.execute(query, tuple(params)):
             yield CandidateRecord(**_decode(dict(zip(_CANDIDATE_FIELDS, row))))
 
+
+# How the children drawn each commit message fared, per iteration and message.
+_OUTCOMES_BY_ITERATION = (
+    "SELECT iteration, message, count(*), sum(stage IN ('ran', 'scored', 'placed')),"
+    " sum(stage = 'placed'), sum(placement = 'new'), sum(placement = 'improved'),"
+    " sum(stage IN ('unchanged', 'duplicate')) FROM ("
+    "  SELECT iteration, stage, coalesce(placement, '') AS placement,"
+    "  json_extract(extras, '$.drawn_message') AS message"
+    "  FROM candidates {where}) WHERE message IS NOT NULL"
+    " GROUP BY iteration, message")
+_OUTCOMES_OF_ITERATION = _OUTCOMES_BY_ITERATION.format(where="WHERE iteration = ?")
 
 _CANDIDATE_FIELDS = tuple(CandidateRecord.__dataclass_fields__)
 _CANDIDATE_COLUMNS = ", ".join(_CANDIDATE_FIELDS)
