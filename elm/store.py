@@ -362,11 +362,12 @@ class RunStore:
         """Model tokens over all candidates (`extras["tokens"]`, written by served models):
         prompt and completion totals, the candidates that carry counts, and the mutated
         children placed in the archive."""
+        # Counts are never negative: a range (not IS NOT NULL) lets SQLite search the index.
         prompt, completion, counted = self._db.execute(
             "SELECT coalesce(sum(json_extract(extras, '$.tokens.prompt')), 0),"
             " coalesce(sum(json_extract(extras, '$.tokens.completion')), 0),"
             " count(json_extract(extras, '$.tokens.prompt')) FROM candidates"
-            " WHERE json_extract(extras, '$.tokens.prompt') IS NOT NULL").fetchone()
+            " WHERE json_extract(extras, '$.tokens.prompt') >= 0").fetchone()
         (placed,) = self._db.execute(
             "SELECT count(*) FROM candidates WHERE stage = 'placed' AND parent_id IS NOT NULL").fetchone()
         return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),
@@ -460,7 +461,7 @@ class RunStore:
             "  PARTITION BY niche ORDER BY fitness DESC, id) AS rank FROM ("
             "  SELECT niche, candidate_id AS id, fitness, descriptor FROM snapshots WHERE iteration = ?"
             "  UNION ALL"
-            "  SELECT niche, id, fitness, descriptor FROM candidates"
+            "  SELECT niche, id, fitness, descriptor FROM candidates INDEXED BY candidates_by_iteration"
             "  WHERE iteration > ? AND status = 'ok' AND niche IS NOT NULL)"
             ") WHERE rank = 1 ORDER BY niche", (latest, latest)).fetchall()
         return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
