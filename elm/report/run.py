@@ -300,8 +300,9 @@ class Run:
         else:
             rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration), None)
         if rows is None:
-            readable = [c for c in self.candidates(status="ok")
-                        if at_iteration is None or c.iteration <= at_iteration]
+            # In id order, not through the status index: the rows before the damage.
+            readable = [c for c in self.candidates() if c.status == "ok"
+                        and (at_iteration is None or c.iteration <= at_iteration)]
             self._note(f"the archive is rebuilt from the {len(readable)} readable scored candidates")
             rows = best_per_niche(readable)
         if at_iteration is not None:
