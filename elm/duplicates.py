@@ -110,12 +110,13 @@ class EvaluatedPrograms:
 
     def __init__(self) -> None:
         self._verdicts: dict[str, ProgramVerdict] = {}
+        self._stored: Mapping[str, ProgramVerdict] = {}  # those of a resumed run, from its store
         self._keys: dict[int, str] = {}  # candidate id -> its program key
         self._new: list[ProgramVerdict] = []  # verdicts not yet handed to the store
         self._program_keys = ProgramKeys()
 
     def __len__(self) -> int:
-        return len(self._verdicts)
+        return len(self._verdicts) + len(self._stored)
 
     def rebuild(self, records: Iterable[CandidateRecord]) -> None:
         """Remember the evaluated candidates of a stored run, in id order (for a run whose
@@ -124,11 +125,10 @@ class EvaluatedPrograms:
             if record.stage not in REUSED_STAGES:
                 self._remember(self._program_keys.key(record.source), record)
 
-    def restore(self, verdicts: Iterable[ProgramVerdict], sources: Mapping[int, str]) -> None:
-        """Take back the stored verdicts, and the keys of the programs that can still be
-        parents (`sources`: the archive's elites)."""
-        for verdict in verdicts:
-            self._verdicts[verdict.key] = verdict
+    def restore(self, verdicts: Mapping[str, ProgramVerdict], sources: Mapping[int, str]) -> None:
+        """Take back the stored verdicts (by key), and the keys of the programs that can
+        still be parents (`sources`: the archive's elites)."""
+        self._stored = verdicts
         for candidate_id, source in sources.items():
             key = self._program_keys.key(source)
             if key is not None:
@@ -147,7 +147,7 @@ class EvaluatedPrograms:
         fresh: list[int] = []
         batch_keys: set[str] = set()
         for index, key in enumerate(keys):
-            if key is None or (key not in self._verdicts and key not in batch_keys):
+            if key is None or (not self._known(key) and key not in batch_keys):
                 fresh.append(index)
                 if key is not None:
                     batch_keys.add(key)
@@ -161,18 +161,21 @@ class EvaluatedPrograms:
                 records[index] = self._reused(evaluator, child, ids[index], iteration, key)
         return [records[index] for index in range(len(children))]
 
+    def _known(self, key: str) -> bool:
+        return key in self._verdicts or key in self._stored
+
     def _remember(self, key: str | None, record: CandidateRecord) -> None:
         if key is None:
             return
         self._keys[record.id] = key
-        if key not in self._verdicts:
+        if not self._known(key):
             verdict = ProgramVerdict(key, record.id, record.status, record.fitness, record.descriptor)
             self._verdicts[key] = verdict
             self._new.append(verdict)
 
     def _reused(self, evaluator: Evaluator, child: Child, candidate_id: int, iteration: int,
                 key: str) -> CandidateRecord:
-        verdict = self._verdicts[key]
+        verdict = self._verdicts[key] if key in self._verdicts else self._stored[key]
         stage = "unchanged" if self._keys.get(child.parent_id) == key else "duplicate"  # type: ignore[arg-type]
         scored = verdict.status == "ok"
         return CandidateRecord(

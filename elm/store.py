@@ -9,7 +9,7 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +172,29 @@ class ProgramVerdict:
     descriptor: list[float] | None
 
 
+class StoredVerdicts(Mapping[str, ProgramVerdict]):
+    """Stored verdicts by program key, each decoded when it is looked up: a resumed run
+    checks every child against all of them but reuses few, and a million rows take
+    seconds to read but several times that to decode."""
+
+    def __init__(self, rows: dict[str, tuple[str, int, str, float | None, str | None]]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, key: str) -> ProgramVerdict:
+        _, candidate_id, status, fitness, descriptor = self._rows[key]
+        return ProgramVerdict(key, candidate_id, status, fitness,
+                              None if descriptor is None else json.loads(descriptor))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 @dataclass(frozen=True)
 class SnapshotRow:
     niche: int
@@ -275,13 +298,13 @@ class RunStore:
 
     # -- reading -------------------------------------------------------------
 
-    def program_verdicts(self) -> Iterator[ProgramVerdict] | None:
-        """The first evaluation of every distinct program, or None for a run stored before
-        schema 2 (its programs were never indexed: see `index_programs`)."""
+    def program_verdicts(self) -> StoredVerdicts | None:
+        """The first evaluation of every distinct program, by program key, or None for a run
+        stored before schema 2 (its programs were never indexed: see `index_programs`)."""
         if self._meta_value(_PROGRAMS_INDEXED) is None:
             return None
         rows = self._db.execute("SELECT key, candidate_id, status, fitness, descriptor FROM programs")
-        return (ProgramVerdict(k, c, s, f, None if d is None else json.loads(d)) for k, c, s, f, d in rows)
+        return StoredVerdicts({row[0]: row for row in rows})
 
     def meta(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}

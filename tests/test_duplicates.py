@@ -155,5 +155,16 @@ def test_a_resumed_run_remembers_what_was_evaluated(tmp_path):
     assert part_sandbox.sources + resumed_sandbox.sources == whole_sandbox.sources
     assert ([(r.stage, r.extras.get("same_as")) for r in part_store.candidates()]
             == [(r.stage, r.extras.get("same_as")) for r in whole_store.candidates()])
+    # The stored verdicts, by key, decoded as looked up: each is its first evaluation.
+    verdicts = whole_store.program_verdicts()
+    evaluated = [r for r in whole_store.candidates() if r.stage not in ("unchanged", "duplicate")
+                 and program_key(r.source) is not None]
+    assert len(verdicts) == len({program_key(r.source) for r in evaluated}) > 0
+    for record in evaluated:
+        verdict = verdicts[program_key(record.source)]
+        assert verdict.candidate_id <= record.id
+        if verdict.candidate_id == record.id:
+            assert (verdict.status, verdict.fitness, verdict.descriptor) == \
+                (record.status, record.fitness, record.descriptor)
     whole_store.close()
     part_store.close()
