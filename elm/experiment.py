@@ -19,7 +19,7 @@ from elm.errors import UserError
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop, IterationListener
 from elm.mutation import make_mutator
-from elm.sandbox import open_sandbox
+from elm.sandbox import Sandbox, open_sandbox
 from elm.store import STORE_FILE, RunStore
 
 CONFIG_FILE = "config.yaml"
@@ -118,7 +118,7 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
     if config.workers.distributed_evaluation:
         from elm.sandbox.distributed import DistributedSandbox
 
-        sandbox = DistributedSandbox(config)
+        sandbox: Sandbox = DistributedSandbox(config)
     else:
         sandbox = open_sandbox(config.sandbox, hidden_env=secret_variables(config))
     try:

@@ -8,12 +8,14 @@ import pytest
 
 from elm.archive import Archive
 from elm.config import build_config
+from elm.environment import EnvironmentLoadError, Program, seed_programs
 from elm.evaluator import Evaluator
-from elm.loop import EvolutionLoop, funnel_counts
+from elm.loop import EvolutionLoop
 from elm.mutation.gp import GPMutator
+from elm.records import funnel_counts
 from elm.sandbox import Outcome
 from elm.store import RunStore
-from tests.toy_environment import Toy
+from tests.toy_environment import BROKEN_SEED, SEED, Toy
 
 
 class HashSandbox:
@@ -34,11 +36,12 @@ class HashSandbox:
         pass
 
 
-def _loop(tmp_path, iterations, name="run", store=None):
+def _loop(tmp_path, iterations, name="run", store=None, mutator=None, in_flight=2):
     config = build_config({
         "environment": {"name": "toy"},
         "run": {"iterations": iterations, "batch_size": 8, "seed": 3, "snapshot_every": 2},
         "sandbox": {"backend": "local"},
+        "workers": {"in_flight": in_flight},
     })
     environment = Toy()
     archive = Archive(environment.descriptor_space, config.archive, qd_offset=environment.qd_offset)
@@ -46,7 +49,7 @@ def _loop(tmp_path, iterations, name="run", store=None):
         (tmp_path / name).mkdir()
         store = RunStore.create(tmp_path / name, {"archive": archive.layout()})
     evaluator = Evaluator(environment, HashSandbox(), config.sandbox)
-    return EvolutionLoop(config, environment, archive, GPMutator(), evaluator, store), store
+    return EvolutionLoop(config, environment, archive, mutator or GPMutator(), evaluator, store), store
 
 
 def _elites(loop):
@@ -117,3 +120,41 @@ def test_children_of_one_parent_share_its_commit_message(tmp_path):
         assert len({(r.parent_id, r.commit_message) for r in group}) == 1
     assert len({r.seed for r in requests}) == 8
     store.close()
+
+
+class _CountingMutator(GPMutator):
+    """GP edits, counting the batches submitted and not yet collected."""
+
+    def __init__(self, max_in_flight):
+        super().__init__()
+        self.max_in_flight = max_in_flight
+        self.outstanding = self.most_outstanding = 0
+
+    def submit(self, requests):
+        self.outstanding += 1
+        self.most_outstanding = max(self.most_outstanding, self.outstanding)
+        return super().submit(requests)
+
+    def collect(self, ticket):
+        self.outstanding -= 1
+        return super().collect(ticket)
+
+
+@pytest.mark.parametrize(("declared", "in_flight", "expected"), [(2, 5, 2), (None, 3, 3), (1, 4, 1)])
+def test_the_loop_keeps_as_many_batches_in_flight_as_the_mutator_declares(tmp_path, declared, in_flight, expected):
+    mutator = _CountingMutator(declared)
+    loop, store = _loop(tmp_path, iterations=6, mutator=mutator, in_flight=in_flight)
+    loop.run()
+    assert mutator.most_outstanding == expected
+    store.close()
+
+
+def test_the_environment_alone_chooses_the_seeds():
+    class Careless(Toy):
+        def seeds(self):  # ignores environment.seeds: no select_seeds
+            return [Program(self.file_name, SEED, "toy"), Program(self.file_name, BROKEN_SEED, "broken")]
+
+    assert [p.name for p in seed_programs(Toy(broken_seed=True, seeds=["broken"]))] == ["broken"]
+    assert [p.name for p in seed_programs(Careless())] == ["toy", "broken"]
+    with pytest.raises(EnvironmentLoadError, match=r"asked for the seeds toy but its seeds\(\) returned toy, broken"):
+        seed_programs(Careless(seeds=["toy"]))

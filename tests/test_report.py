@@ -77,7 +77,7 @@ def test_candidate_text_stays_inside_the_data(tmp_path: Path, toy_run: Path) -> 
     shutil.copytree(toy_run, run)
     html = write_report(run, renders=0).read_text()
     assert "</script><script>window.pwned" not in html
-    assert html.count("</script>") == 2  # the data element and the page's own script
+    assert html.count("</script>") == 3  # the data element and the page's own two scripts
     data = page_data(html)
     assert any(HOSTILE_COMMENT in (c.get("source") or "") for c in data["candidates"].values())
 
@@ -100,12 +100,8 @@ def test_pictures_of_the_best_elites_are_embedded(tmp_path: Path, toy_run: Path)
     ("no_such_environment", "cannot be loaded"),
 ])
 def test_pictures_that_cannot_be_drawn_are_explained(tmp_path: Path, environment: str, note: str) -> None:
-    run = write_toy_run(tmp_path / "run", iterations=2,
-                        environment=environment if ":" in environment else NO_RENDER)
-    if ":" not in environment:
-        store = RunStore.open(run)
-        store.set_meta("environment", environment)
-        store.close()
+    run = write_toy_run(tmp_path / "run", iterations=2, environment=environment if ":" in environment else NO_RENDER,
+                        meta=None if ":" in environment else {"environment": environment})
     files = build_report(run)
     assert any(note in n for n in files.notes), files.notes
     data = page_data(files.html.read_text())

@@ -21,11 +21,11 @@ from typing import Any
 from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex
 
+from elm.records import CandidateRecord
 from elm.report.plots import CMAP
 from elm.report.renders import Renders
 from elm.report.run import ArchiveState, Run
 from elm.report.views import candidate_dict, fmt_number, fmt_percent, progress_text
-from elm.store import CandidateRecord
 
 _POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
@@ -83,7 +83,7 @@ def _page(title: str, body: str, data: Any, script: bool) -> str:
     scripts = ""
     if script:
         scripts = (f'<script type="application/json" id="run-data">{_json_for_html(data)}</script>\n'
-                   f"<script>{_static('report.js')}</script>")
+                   f"<script>{_static('common.js')}</script>\n<script>{_static('report.js')}</script>")
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<meta http-equiv='Content-Security-Policy' content=\"{_POLICY}\">"
