@@ -10,7 +10,7 @@ import itertools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +28,12 @@ from elm.records import (
 )
 
 STORE_FILE = "run.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Runs stored before schema 2 have no `programs` table: resuming one fills it once.
 _PROGRAMS_INDEXED = "programs_indexed"
+# Runs stored before schema 3 have no `message_outcomes` table: opening one to write fills
+# it once; until then readers count the outcomes over the candidates.
+_OUTCOMES_KEPT = "message_outcomes_kept"
 _RESULT_LIMIT = 256 * 1024
 
 _SCHEMA = """
@@ -68,6 +71,17 @@ CREATE TABLE IF NOT EXISTS programs (
     status TEXT NOT NULL,
     fitness REAL,
     descriptor TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS message_outcomes (
+    iteration INTEGER NOT NULL,
+    message TEXT NOT NULL,
+    tries INTEGER NOT NULL,
+    ran INTEGER NOT NULL,
+    placed INTEGER NOT NULL,
+    new INTEGER NOT NULL,
+    improved INTEGER NOT NULL,
+    reused INTEGER NOT NULL,
+    PRIMARY KEY (iteration, message)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iterations (
     iteration INTEGER PRIMARY KEY,
@@ -152,6 +166,29 @@ class ProgramVerdict:
     descriptor: list[float] | None
 
 
+class StoredVerdicts(Mapping[str, ProgramVerdict]):
+    """Stored verdicts by program key, each decoded when it is looked up: a resumed run
+    checks every child against all of them but reuses few, and a million rows take
+    seconds to read but several times that to decode."""
+
+    def __init__(self, rows: dict[str, tuple[str, int, str, float | None, str | None]]) -> None:
+        self._rows = rows
+
+    def __getitem__(self, key: str) -> ProgramVerdict:
+        _, candidate_id, status, fitness, descriptor = self._rows[key]
+        return ProgramVerdict(key, candidate_id, status, fitness,
+                              None if descriptor is None else json.loads(descriptor))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 _JSON_COLUMNS = ("descriptor", "result", "timings", "extras", "statuses", "funnel")
 
 # What reading a damaged store raises: SQLite's own errors, and JSON that a damaged page
@@ -172,7 +209,8 @@ class RunStore:
         store = cls(path, _connect(path))
         with store._db:
             store._db.executescript(_SCHEMA)
-            for key, value in {"schema_version": SCHEMA_VERSION, _PROGRAMS_INDEXED: True, **meta}.items():
+            for key, value in {"schema_version": SCHEMA_VERSION, _PROGRAMS_INDEXED: True,
+                               _OUTCOMES_KEPT: True, **meta}.items():
                 store._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
                 )
@@ -191,6 +229,7 @@ class RunStore:
             if not readonly:
                 with store._db:  # a store of an older schema gains the newer indexes and tables
                     store._db.executescript(_SCHEMA)
+                    store._keep_message_outcomes()
         except sqlite3.DatabaseError as error:
             raise UserError(f"cannot read run store {path}: {error}") from None
         return store
@@ -232,6 +271,7 @@ class RunStore:
                 f"INSERT INTO candidates ({_CANDIDATE_COLUMNS}) VALUES ({_placeholders(_CANDIDATE_FIELDS)})",
                 [_candidate_row(c) for c in candidates],
             )
+            self._db.execute(f"INSERT INTO message_outcomes {_OUTCOMES_OF_ITERATION}", (metrics.iteration,))
             row = _encode(asdict(metrics))
             row["finished_at"] = time.time()
             self._db.execute(
@@ -263,14 +303,13 @@ class RunStore:
 
     # -- reading -------------------------------------------------------------
 
-    def program_verdicts(self) -> Iterator[ProgramVerdict] | None:
-        """The first evaluation of every distinct program, or None for a run stored before
-        schema 2 (its programs were never indexed: see `index_programs`)."""
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (_PROGRAMS_INDEXED,)).fetchone()
-        if row is None:
+    def program_verdicts(self) -> StoredVerdicts | None:
+        """The first evaluation of every distinct program, by program key, or None for a run
+        stored before schema 2 (its programs were never indexed: see `index_programs`)."""
+        if self._meta_value(_PROGRAMS_INDEXED) is None:
             return None
         rows = self._db.execute("SELECT key, candidate_id, status, fitness, descriptor FROM programs")
-        return (ProgramVerdict(k, c, s, f, None if d is None else json.loads(d)) for k, c, s, f, d in rows)
+        return StoredVerdicts({row[0]: row for row in rows})
 
     def meta(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
@@ -323,17 +362,26 @@ class RunStore:
     def message_outcomes(self, iteration: int | None = None) -> list[MessageOutcome]:
         """Per iteration (all, or one) and drawn commit message (`extras.drawn_message`):
         tries, how many ran in the sandbox, were placed (as a new niche or an improved
-        elite), or reused an earlier evaluation."""
+        elite), or reused an earlier evaluation. Kept per iteration as it is committed."""
         where, params = ("WHERE iteration = ?", (iteration,)) if iteration is not None else ("", ())
-        rows = self._db.execute(
-            f"SELECT iteration, message, count(*), sum(stage IN ({_RAN})),"
-            f" sum(stage = {_PLACED}), sum(placement = {_NEW}), sum(placement = {_IMPROVED}),"
-            f" sum(stage IN ({_REUSED})) FROM ("
-            "  SELECT iteration, stage, coalesce(placement, '') AS placement,"
-            "  json_extract(extras, '$.drawn_message') AS message"
-            f"  FROM candidates {where}) WHERE message IS NOT NULL"
-            " GROUP BY iteration, message ORDER BY iteration, message", params)
+        if self._meta_value(_OUTCOMES_KEPT) is None:  # a run stored before schema 3, read-only
+            rows = self._db.execute(f"{_OUTCOMES_BY_ITERATION.format(where=where)} ORDER BY iteration, message",
+                                    params)
+        else:
+            rows = self._db.execute(
+                "SELECT iteration, message, tries, ran, placed, new, improved, reused"
+                f" FROM message_outcomes {where} ORDER BY iteration, message", params)
         return [MessageOutcome(*row) for row in rows]
+
+    def _keep_message_outcomes(self) -> None:
+        """Fill the `message_outcomes` table of a run stored before schema 3 (once)."""
+        if self._meta_value(_OUTCOMES_KEPT) is None:
+            self._db.execute(f"INSERT INTO message_outcomes {_OUTCOMES_BY_ITERATION.format(where='')}")
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_OUTCOMES_KEPT, "true"))
+
+    def _meta_value(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def sources(self, ids: Iterable[int]) -> dict[int, str]:
         ids = list(ids)
@@ -357,11 +405,12 @@ class RunStore:
         """Model tokens over all candidates (`extras["tokens"]`, written by served models):
         prompt and completion totals, the candidates that carry counts, and the mutated
         children placed in the archive."""
+        # Counts are never negative: a range (not IS NOT NULL) lets SQLite search the index.
         prompt, completion, counted = self._db.execute(
             "SELECT coalesce(sum(json_extract(extras, '$.tokens.prompt')), 0),"
             " coalesce(sum(json_extract(extras, '$.tokens.completion')), 0),"
             " count(json_extract(extras, '$.tokens.prompt')) FROM candidates"
-            " WHERE json_extract(extras, '$.tokens.prompt') IS NOT NULL").fetchone()
+            " WHERE json_extract(extras, '$.tokens.prompt') >= 0").fetchone()
         (placed,) = self._db.execute(
             f"SELECT count(*) FROM candidates WHERE stage = {_PLACED} AND parent_id IS NOT NULL").fetchone()
         return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),
@@ -445,7 +494,7 @@ class RunStore:
         snapshot = self._db.execute(
             "SELECT niche, candidate_id, fitness, descriptor FROM snapshots WHERE iteration = ?", (latest,))
         later = self._db.execute(
-            "SELECT niche, id, fitness, descriptor FROM candidates"
+            "SELECT niche, id, fitness, descriptor FROM candidates INDEXED BY candidates_by_iteration"
             f" WHERE iteration > ? AND status = {_OK} AND niche IS NOT NULL ORDER BY id", (latest,))
         return niche_holders(itertools.chain(snapshot, later))
 
@@ -468,6 +517,17 @@ class RunStore:
         for row in self._db.execute(query, tuple(params)):
             yield CandidateRecord(**_decode(dict(zip(_CANDIDATE_FIELDS, row))))
 
+
+# How the children drawn each commit message fared, per iteration and message.
+_OUTCOMES_BY_ITERATION = (
+    f"SELECT iteration, message, count(*), sum(stage IN ({_RAN})),"
+    f" sum(stage = {_PLACED}), sum(placement = {_NEW}), sum(placement = {_IMPROVED}),"
+    f" sum(stage IN ({_REUSED})) FROM ("
+    "  SELECT iteration, stage, coalesce(placement, '') AS placement,"
+    "  json_extract(extras, '$.drawn_message') AS message"
+    "  FROM candidates {where}) WHERE message IS NOT NULL"
+    " GROUP BY iteration, message")
+_OUTCOMES_OF_ITERATION = _OUTCOMES_BY_ITERATION.format(where="WHERE iteration = ?")
 
 _IDS_PER_QUERY = 500  # well under SQLite's limit on bound parameters
 _CANDIDATE_FIELDS = tuple(CandidateRecord.__dataclass_fields__)

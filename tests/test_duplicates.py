@@ -6,7 +6,7 @@ from collections import Counter
 
 from elm.archive import Archive
 from elm.config import build_config
-from elm.duplicates import program_key
+from elm.duplicates import ProgramKeys, program_key
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
 from elm.mutation import Child, InProcessMutator
@@ -72,6 +72,38 @@ def test_program_key_ignores_what_cannot_change_behaviour():
     assert program_key("def point(:\n") is None and program_key(None) is None
 
 
+# Sources whose top-level statements are hard to find without parsing: a string, brackets
+# and a continuation over lines at column 0, decorators, clauses, semicolons, comments.
+TRICKY = [
+    'NOTE = """a note\nx = 1\n"""\ny = 2\n',
+    "@decorate\ndef f():\n    pass\n",
+    "if x:\n    pass\nelse:\n    y = 1\n",
+    "try:\n    a()\nexcept E:\n    b()\nfinally:\n    c()\n",
+    "x = (1,\n2)\nz = 3\n",
+    "a = 1; b = 2\nc = 3",
+    "x = 1 + \\\n2\n",
+    "elsewhere = 1\nelse_ = 2\n",
+    "# only a comment\n",
+    "",
+    "class A:\n    pass\n# a comment\n\nx = 1\n",
+    "s = '''\n'''\n'''\n'''\n",
+    "def f(:\n    pass\n",
+    "    indented = 1\n",
+    "x = 1\r\ny = 2\r\n",
+]
+
+
+def test_program_keys_match_the_syntax_tree_key_and_reuse_pieces():
+    keys = ProgramKeys(max_pieces=8)
+    for _ in range(2):  # the second time from remembered pieces
+        for source in [*TRICKY, SHARED, SHARED_REFORMATTED]:
+            assert keys.key(source) == program_key(source), source
+    parent = "def helper(x):\n    return x * 2\n\n\ndef main():\n    return helper(1)\n"
+    child = parent.replace("helper(1)", "helper(2)")
+    assert keys.key(parent) == program_key(parent) and keys.key(child) == program_key(child)
+    assert keys.key(parent) != keys.key(child)
+
+
 def test_no_duplicate_reaches_the_sandbox(tmp_path):
     sandbox = CountingSandbox()
     loop, store = _loop(tmp_path / "run", 6, sandbox)
@@ -123,5 +155,16 @@ def test_a_resumed_run_remembers_what_was_evaluated(tmp_path):
     assert part_sandbox.sources + resumed_sandbox.sources == whole_sandbox.sources
     assert ([(r.stage, r.extras.get("same_as")) for r in part_store.candidates()]
             == [(r.stage, r.extras.get("same_as")) for r in whole_store.candidates()])
+    # The stored verdicts, by key, decoded as looked up: each is its first evaluation.
+    verdicts = whole_store.program_verdicts()
+    evaluated = [r for r in whole_store.candidates() if r.stage not in ("unchanged", "duplicate")
+                 and program_key(r.source) is not None]
+    assert len(verdicts) == len({program_key(r.source) for r in evaluated}) > 0
+    for record in evaluated:
+        verdict = verdicts[program_key(record.source)]
+        assert verdict.candidate_id <= record.id
+        if verdict.candidate_id == record.id:
+            assert (verdict.status, verdict.fitness, verdict.descriptor) == \
+                (record.status, record.fitness, record.descriptor)
     whole_store.close()
     part_store.close()

@@ -161,6 +161,9 @@ def test_snapshot(capsys, any_run: Path, store: RunStore) -> None:
     assert top["top"][0]["fitness"] == max(r.fitness for r in rows)
     code, out, _ = inspect(capsys, any_run, "--snapshot", iteration)
     assert code == 0 and f"Snapshot at iteration {iteration}" in out
+    lines = out.splitlines()
+    for row in rows:  # one aligned line per elite: niche coordinates, candidate, fitness
+        assert any(f" {row.candidate_id} " in line and f"{row.fitness:.6g}" in line for line in lines)
 
 
 def test_bad_input_is_one_line_exit_2(capsys, toy_run: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 drawn for each child, and per-message statistics; a killed bandit run resumes the same."""
 
 import json
+import sqlite3
 from collections import Counter
 
 import numpy as np
@@ -97,3 +98,31 @@ def test_a_killed_bandit_run_resumes_with_the_same_choices(toy_config, tmp_path)
     text = run_elm("inspect", str(killed), "--messages", check=True).stdout
     assert "Commit messages (bandit selection)" in text and "Move" in text and "tries" in text
     assert "Commit messages" in (killed / "report.html").read_text()
+
+
+def test_outcomes_are_kept_per_iteration_and_filled_once_for_an_older_store(toy_config, tmp_path):
+    run_dir = tmp_path / "run"
+    run_elm("run", str(_bandit_config(toy_config, iterations=6)), "--out", str(run_dir), "--quiet", check=True)
+    store = RunStore.open(run_dir, readonly=True)
+    kept = store.message_outcomes()
+    store.close()
+    assert {o.iteration for o in kept} == set(range(1, 7))
+    assert sum(o.tries for o in kept) == 6 * 8 and all(o.placed == o.new + o.improved for o in kept)
+
+    # As a run stored before the outcomes were kept: no table, no mark in the meta.
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        db.execute("DROP TABLE message_outcomes")
+        db.execute("DELETE FROM meta WHERE key = 'message_outcomes_kept'")
+    db.close()
+    store = RunStore.open(run_dir, readonly=True)
+    assert store.message_outcomes() == kept  # counted over the candidates
+    assert store.message_outcomes(3) == [o for o in kept if o.iteration == 3]
+    store.close()
+    store = RunStore.open(run_dir)  # opened to write: the table is filled
+    store.close()
+    with sqlite3.connect(run_dir / "run.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM message_outcomes").fetchone()[0] == len(kept)
+    db.close()
+    store = RunStore.open(run_dir, readonly=True)
+    assert store.message_outcomes() == kept
+    store.close()

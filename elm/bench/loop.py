@@ -59,9 +59,13 @@ class SerialMutator(InProcessMutator):
 
 
 def _padding(source_bytes: int) -> str:
-    """About `source_bytes` of Python source: three helper functions and a module docstring.
-    A docstring is stored, shown and reported like code but parses fast, which keeps writing
-    a million programs to minutes (parsing 2 KB of statements costs about 4 ms a program)."""
+    """About `source_bytes` of Python source put before each program's own `main`: a module
+    docstring of repeated lines (most of the bytes) and three helper functions, the same in
+    every program. Each program is still compiled whole by the evaluator's check and stored
+    whole; the duplicate index parses only its top-level statements it has not seen before
+    (here `main`, in a diff's child what the diff changed: elm/duplicates.py). A docstring
+    is stored, shown and reported like code but compiles fast, which keeps writing a
+    million programs to minutes (compiling 2 KB of statements costs about 4 ms a program)."""
     if source_bytes <= 0:
         return ""
     helpers = "".join(f"def helper_{n}(x, y):\n    total = x * {n + 1} + y\n"

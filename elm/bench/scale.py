@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,9 +67,14 @@ def measure(candidates: int, run_dir: Path) -> dict:
     }
     report = _timed(["report", str(run_dir)])
     report_mb = (run_dir / REPORT_FILE).stat().st_size / 1e6
-    # The run's config continues it with the null mutator, for one iteration: the process
-    # ends when that iteration is committed.
-    resume = _timed(["resume", str(run_dir), f"run.iterations={last + 1}", "--quiet"])
+    # The run's config continues it with the null mutator, for one iteration; the time is
+    # taken when that iteration is committed (the process then writes the report).
+    store = RunStore.open(run_dir, readonly=True)
+    try:
+        resume = _timed(["resume", str(run_dir), f"run.iterations={last + 1}", "--quiet"],
+                        done=lambda: (store.last_iteration() or 0) > last)
+    finally:
+        store.close()
     everything = [*views.values(), report, resume]
     return {
         "candidates": written["candidates"],
@@ -96,13 +102,23 @@ def describe(result: dict) -> str:
             f"peak memory of any of them: {result['peak_rss_mb']} MB (target <= 4096)")
 
 
-def _timed(arguments: list[str]) -> Timed:
-    """Run `elm ARGUMENTS` in a child process; its wall time and peak resident memory."""
+def _timed(arguments: list[str], done: Callable[[], bool] | None = None) -> Timed:
+    """Run `elm ARGUMENTS` in a child process: its wall time (until `done()` holds, when
+    given) and its peak resident memory (over the whole process)."""
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "elm.cli", *arguments],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
+    seconds = None
+    while True:
+        polling = done is not None and seconds is None
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG if polling else 0)
+        if pid:
+            break
+        if done is not None and done():
+            seconds = time.perf_counter() - started
+        else:
+            time.sleep(0.05)
+    seconds = time.perf_counter() - started if seconds is None else seconds
     process.returncode = os.waitstatus_to_exitcode(status)
     errors = process.stderr.read().decode(errors="replace") if process.stderr else ""
     if process.returncode != 0:

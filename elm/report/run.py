@@ -308,8 +308,9 @@ class Run:
         else:
             rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration))
         if rows is None:
-            readable = [c for c in self.candidates(status=Status.OK)
-                        if at_iteration is None or c.iteration <= at_iteration]
+            # In id order, not through the status index: the rows before the damage.
+            readable = [c for c in self.candidates() if c.status == Status.OK
+                        and (at_iteration is None or c.iteration <= at_iteration)]
             self._note(f"the archive is rebuilt from the {len(readable)} readable scored candidates")
             rows = niche_holders((c.niche, c.id, c.fitness, c.descriptor or ()) for c in readable
                                  if c.niche is not None and c.fitness is not None)
