@@ -72,7 +72,7 @@ def verify_run(run_dir: str | Path, top: int | None = 10) -> Verification:
         elites = state.top(state.num_elites if top is None else top)
         records = run.candidates_by_id([e.candidate_id for e in elites])
     environment = open_environment(config)
-    checks = [EliteCheck(e.candidate_id, e.niche, e.fitness, list(e.descriptor)) for e in elites]
+    checks = [_check_of(e, records.get(e.candidate_id)) for e in elites]
     runnable = [c for c in checks if records.get(c.candidate_id) and records[c.candidate_id].source]
     for check in checks:
         if not (records.get(check.candidate_id) and records[check.candidate_id].source):
@@ -89,6 +89,14 @@ def verify_run(run_dir: str | Path, top: int | None = 10) -> Verification:
     for check, rerun in zip(runnable, reruns):
         _compare(check, records[check.candidate_id], rerun, environment, tolerance)
     return Verification(str(run_dir), tolerance, state.num_elites, checks)
+
+
+def _check_of(elite: Any, record: CandidateRecord | None) -> EliteCheck:
+    """What to re-run and compare with: the candidate's own record (the archive's snapshot
+    rows are a copy of it), or the archive's values when the record is missing."""
+    if record is None or record.fitness is None or record.descriptor is None:
+        return EliteCheck(elite.candidate_id, elite.niche, elite.fitness, list(elite.descriptor))
+    return EliteCheck(elite.candidate_id, elite.niche, record.fitness, list(record.descriptor))
 
 
 def _compare(check: EliteCheck, stored: CandidateRecord, rerun: CandidateRecord,
