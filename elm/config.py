@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from omegaconf import MISSING, OmegaConf
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from elm.errors import UserError
@@ -128,6 +129,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ElmConfig:
         raise ConfigError(f"config file not found: {path}")
     try:
         from_file = OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"cannot parse {path}: {_yaml_problem(error)}") from None
     except Exception as error:
         raise ConfigError(f"cannot parse {path}: {_one_line(error)}") from None
     return build_config(from_file, overrides, source=str(path))
@@ -135,20 +138,32 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ElmConfig:
 
 def build_config(data: Any, overrides: Sequence[str] = (), source: str = "config") -> ElmConfig:
     """Merge plain data (dict or OmegaConf node) and overrides onto the schema."""
+    if data is not None and not isinstance(data, (dict, DictConfig)):
+        kind = "a list" if isinstance(data, (list, tuple)) or OmegaConf.is_list(data) else repr(data)
+        raise ConfigError(f"{source}: the top level must be sections such as run: and environment:, "
+                          f"not {kind}")
+    merged = _merged(OmegaConf.structured(ElmConfig), data or {}, source)
+    for override in overrides:
+        merged = _merged(merged, _parse_override(override), f"override {override}")
     try:
-        schema = OmegaConf.structured(ElmConfig)
-        merged = OmegaConf.merge(schema, data or {})
-        for override in overrides:
-            if "=" not in override:
-                raise ConfigError(f"override {override!r} is not key=value")
-        merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
         config: ElmConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    except ConfigError:
-        raise
     except OmegaConfBaseException as error:
         raise ConfigError(f"{source}: {_one_line(error)}") from None
     _validate(config)
     return config
+
+
+def _merged(base: DictConfig, data: Any, source: str) -> DictConfig:
+    """`data` merged onto `base`; a value of the wrong shape is named with its `source`."""
+    for name in ElmConfig.__dataclass_fields__:  # `run: 5`: a value where a section belongs
+        value = data.get(name) if hasattr(data, "get") else None
+        if value is not None and not isinstance(value, (dict, DictConfig)):
+            raise ConfigError(f"{source}: {name} is a section of keys (e.g. {name}.{_first_key(name)}), "
+                              f"not a value; got {value!r}")
+    try:
+        return OmegaConf.merge(base, data)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"{source}: {_one_line(error)}") from None
 
 
 def config_to_yaml(config: ElmConfig) -> str:
@@ -173,7 +188,43 @@ def _validate(config: ElmConfig) -> None:
         raise ConfigError("workers.num_gpus must be >= 0")
 
 
+# Examples for the keys whose value is a list, for an error that says so.
+_LIST_EXAMPLES = {
+    "archive.bins": "[10, 10]",
+    "environment.seeds": "[first, second]",
+    "mutation.commit_messages": "[\"Fix the bug.\", \"Make it faster.\"]",
+}
+
+
+def _parse_override(override: str) -> DictConfig:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not key=value")
+    try:
+        return OmegaConf.from_dotlist([override])
+    except yaml.YAMLError as error:
+        raise ConfigError(f"cannot parse override {override!r}: {_yaml_problem(error)}") from None
+
+
+def _first_key(section: str) -> str:
+    schema = ElmConfig.__dataclass_fields__[section].default_factory  # type: ignore[misc]
+    return next(iter(schema.__dataclass_fields__))
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML syntax error as "line L, column C: what is wrong"."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or _one_line(error)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(error, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
 def _one_line(error: BaseException) -> str:
+    key = getattr(error, "full_key", None)
+    if isinstance(key, str) and "is not a ListConfig" in str(error):
+        return f"{key} is a list, e.g. {_LIST_EXAMPLES.get(key, '[a, b]')}"
+    if isinstance(key, str) and "to Dict[" in str(error):
+        return f"{key} is a mapping, e.g. {{name: value}}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
     key = next((line for line in lines if line.startswith("full_key:")), None)
