@@ -29,7 +29,8 @@ class RunProgress:
         return self
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        self._progress.stop()
+        if self._progress.live.is_started:  # stopping a bar never shown would print a blank line
+            self._progress.stop()
 
     def update(self, metrics: IterationMetrics) -> None:
         if not self._progress.live.is_started:  # shown once the run is set up and seeded
