@@ -16,7 +16,8 @@ import numpy as np
 from elm.archive import Archive
 from elm.config import ElmConfig
 from elm.environment import Environment
-from elm.evaluator import Evaluator
+from elm.errors import UserError
+from elm.evaluator import Evaluator, error_summary
 from elm.mutation import STAGES, Child, MutationRequest, Mutator
 from elm.mutation.prompt import choose_commit_messages, commit_messages_for
 from elm.store import CandidateRecord, IterationMetrics, RunStore, SnapshotRow
@@ -55,6 +56,8 @@ class EvolutionLoop:
         if last is None:
             self.seed()
             last = 0
+        elif not self.archive.elites() and last < self.config.run.iterations:
+            raise no_valid_seed([r for r in self.store.candidates() if r.iteration == 0])
         pending: deque[tuple[int, Any]] = deque()
         depth = min(self.config.workers.in_flight, getattr(self.mutator, "max_in_flight", 1 << 30))
         last_iteration = self.config.run.iterations
@@ -123,6 +126,8 @@ class EvolutionLoop:
         records = self.evaluator.evaluate(children, ids, iteration)
         evaluate_s = time.perf_counter() - evaluating
         self.place(records)
+        if iteration == 0 and not self.archive.elites():
+            raise no_valid_seed(records)  # before the commit: a run without seeds is not a run
         now = time.perf_counter()
         metrics = self._metrics(iteration, records, now - self._last_commit)
         metrics.extras["stages"] = self._stage_figures(children, waited_s, evaluate_s, now - self._last_commit)
@@ -170,6 +175,17 @@ class EvolutionLoop:
         alive = {e.candidate_id for e in self.archive.elites()}
         for candidate_id in [i for i in self._sources if i not in alive]:
             del self._sources[candidate_id]
+
+
+def no_valid_seed(records: Sequence[CandidateRecord]) -> UserError:
+    """Why no seed program reached the archive, each distinct reason once with its seeds."""
+    seeds_by_reason: dict[str, list[str]] = {}
+    for record in records:
+        reason = f"{record.status}: {error_summary(record.error)}"
+        seeds_by_reason.setdefault(reason, []).append(record.commit_message or f"#{record.id}")
+    reasons = "; ".join(f"{'seed' if len(names) == 1 else 'seeds'} {', '.join(names)}: {reason}"
+                        for reason, names in seeds_by_reason.items())
+    return UserError(f"no seed program is valid, so evolution cannot start ({reasons or 'seeds() returned none'})")
 
 
 def funnel_counts(records: Sequence[CandidateRecord]) -> dict[str, int]:
