@@ -242,6 +242,11 @@ class RunStore:
         rows = self._db.execute("SELECT status, count(*) FROM candidates GROUP BY status")
         return dict(rows.fetchall())
 
+    def failures(self) -> Iterator[tuple[int, str, str | None]]:
+        """(id, status, error) of every candidate that was not scored, in id order."""
+        yield from self._db.execute(
+            "SELECT id, status, error FROM candidates WHERE status != 'ok' ORDER BY id")
+
     def snapshot_iterations(self) -> list[int]:
         rows = self._db.execute("SELECT DISTINCT iteration FROM snapshots ORDER BY iteration")
         return [r[0] for r in rows]

@@ -1,5 +1,5 @@
 """`elm inspect RUN_DIR`: a run's summary, or one view of it (best elites, a niche, a
-lineage, a snapshot), as rich tables or, with --json, as one JSON object."""
+lineage, a snapshot, why candidates failed), as rich tables or, with --json, as one JSON object."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.console import Console
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "inspect", help="summarise a run, or show its best elites, a niche, a lineage or a snapshot")
+        "inspect", help="summarise a run, or show its best elites, a niche, a lineage, a snapshot or its failures")
     parser.add_argument("run_dir", help="a run folder (holds run.sqlite)")
     view = parser.add_mutually_exclusive_group()
     view.add_argument("--top", type=int, metavar="K", help="the K best elites")
@@ -19,6 +19,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="the elite of one niche: grid coordinates, or the cell index of a CVT archive")
     view.add_argument("--lineage", type=int, metavar="CANDIDATE_ID",
                       help="the chain of mutations from a seed to a candidate")
+    view.add_argument("--failures", action="store_true",
+                      help="why candidates failed: counts by status and by exception type or reason")
     parser.add_argument("--snapshot", type=int, metavar="N",
                         help="the archive stored at iteration N (alone, or with --top / --niche)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -32,6 +34,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     if args.lineage is not None and args.snapshot is not None:
         raise UserError("--snapshot does not apply to --lineage (a lineage does not change)")
+    if args.failures and args.snapshot is not None:
+        raise UserError("--snapshot does not apply to --failures (they count every candidate)")
     with open_run(args.run_dir) as run:
         if args.top is not None:
             data, printer = views.top_view(run, args.top, args.snapshot), views.print_top
@@ -39,6 +43,8 @@ def _inspect(args: argparse.Namespace) -> int:
             data, printer = views.niche_view(run, args.niche, args.snapshot), views.print_niche
         elif args.lineage is not None:
             data, printer = views.lineage_view(run, args.lineage), views.print_lineage
+        elif args.failures:
+            data, printer = views.failures_view(run), views.print_failures
         elif args.snapshot is not None:
             data, printer = views.snapshot_view(run, args.snapshot), views.print_snapshot
         else:

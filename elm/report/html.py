@@ -23,12 +23,20 @@ from matplotlib.colors import Normalize, to_hex
 from elm.report.plots import CMAP
 from elm.report.renders import Renders
 from elm.report.run import ArchiveState, Run
-from elm.report.views import candidate_dict, fmt_number, fmt_percent, progress_text
+from elm.report.views import (
+    candidate_dict,
+    failures_view,
+    fmt_number,
+    fmt_percent,
+    progress_text,
+    seed_funnel_text,
+)
 from elm.store import CandidateRecord
 
 _POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
 _EXTRAS_LIMIT = 4096
+_FAILURE_ROWS = 30
 
 
 def run_page(run: Run, state: ArchiveState, records: Mapping[int, CandidateRecord],
@@ -45,10 +53,12 @@ def run_page(run: Run, state: ArchiveState, records: Mapping[int, CandidateRecor
         "render_notes": renders.notes,
         "num_elites": state.num_elites,
     }
+    failures = failures_view(run)
     body = "\n".join([
         _header(run, summary),
         _problems(run.problems),
         _overview(summary),
+        _failures_section(failures),
         _archive_section(state),
         _plots_section(plots),
     ])
@@ -126,10 +136,31 @@ def _overview(summary: dict[str, Any]) -> str:
         [stage, count, fmt_percent(count / generated if generated else None)]
         for stage, count in summary["funnel"].items()
     ], table_id="funnel")
+    seeds = f"<p class='sub' id='seed-funnel'>{escape(seed_funnel_text(summary['seed_funnel']))}</p>"
     return (f"<section id='overview' class='cards'>"
             f"<div><h2>Archive</h2>{archive}</div>"
             f"<div><h2>Candidates ({summary['candidates']})</h2>{statuses}</div>"
-            f"<div><h2>Validity funnel</h2>{funnel}</div></section>")
+            f"<div><h2>Validity funnel of the children</h2>{funnel}{seeds}</div></section>")
+
+
+def _failures_section(failures: dict[str, Any]) -> str:
+    share = fmt_percent(failures["failed"] / failures["candidates"] if failures["candidates"] else None)
+    head = (f"<section id='failures'><h2>Why candidates failed</h2>"
+            f"<p class='sub'>{failures['failed']} of {failures['candidates']} candidates failed ({share}).</p>")
+    if not failures["failed"]:
+        return head + "</section>"
+    statuses = _table(["status", "count", "example candidate"],
+                      [[r["status"], r["count"], r["example_id"]] for r in failures["statuses"]],
+                      table_id="failure-statuses")
+    reasons = failures["reasons"]
+    table = _table(["status", "exception or reason", "count", "example candidate"],
+                   [[r["status"], r["reason"], r["count"], r["example_id"]] for r in reasons[:_FAILURE_ROWS]],
+                   table_id="failure-reasons")
+    more = len(reasons) - _FAILURE_ROWS
+    note = (f"<p class='sub'>... and {more} other kinds "
+            f"(elm inspect RUN --failures --json lists them all).</p>") if more > 0 else ""
+    return (f"{head}<div class='cards'><div><h3>By status</h3>{statuses}</div>"
+            f"<div><h3>By exception type or reason</h3>{table}{note}</div></div></section>")
 
 
 def _archive_section(state: ArchiveState) -> str:

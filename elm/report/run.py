@@ -189,18 +189,20 @@ class Run:
             return seen
         return None
 
-    def funnel(self) -> dict[str, int]:
-        """Validity funnel totals over all iterations: how many candidates reached each stage."""
+    def funnel(self, seeds: bool = False) -> dict[str, int]:
+        """Validity funnel totals: how many children (iterations 1 on) reached each stage;
+        with `seeds`, the same for the seed programs of iteration 0 instead."""
         metrics = self.metrics()
         if not metrics and self._unreadable("the iteration metrics"):
             from elm.loop import funnel_counts
 
             readable = self.candidates()
             self._note(f"the funnel counts the {len(readable)} readable candidates")
-            return funnel_counts(readable)
+            return funnel_counts([c for c in readable if (c.iteration == 0) == seeds])
         totals: Counter[str] = Counter()
         for row in metrics:
-            totals.update(row.funnel)
+            if (row.iteration == 0) == seeds:
+                totals.update(row.funnel)
         return {stage: int(totals.get(stage, 0)) for stage in STAGES}
 
     def status_counts(self) -> dict[str, int]:
@@ -209,6 +211,16 @@ class Run:
             counts = dict(Counter(c.status for c in self.candidates()))
             self._note(f"statuses are counted over the {sum(counts.values())} readable candidates")
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def failed_candidates(self) -> Iterator[tuple[int, str, str | None]]:
+        """(id, status, error) of every candidate that was not scored, in id order."""
+        read = 0
+        try:
+            for row in self._store.failures():
+                read += 1
+                yield row
+        except (sqlite3.DatabaseError, ValueError) as error:
+            self._note(f"reading the failed candidates stopped after {read} rows: {error}")
 
     # -- candidates ----------------------------------------------------------------
 
@@ -312,6 +324,7 @@ class Run:
             "candidates": sum(statuses.values()),
             "statuses": statuses,
             "funnel": self.funnel(),
+            "seed_funnel": self.funnel(seeds=True),
             "archive_state": state.label,
             "cells": state.cells,
             "num_elites": state.num_elites,

@@ -18,10 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from elm.errors import UserError
+from elm.evaluator import error_summary
 from elm.report.run import ArchiveLayout, EliteRecord, Run
 from elm.store import CandidateRecord
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Z]\w*)(?::|$)")  # "IndexError: ...", "pkg.Oops"
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
+_FAILURE_ROWS = 30  # kinds of failure printed; --json gives them all
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -103,6 +107,46 @@ def snapshot_view(run: Run, iteration: int) -> dict[str, Any]:
     }
 
 
+def failures_view(run: Run) -> dict[str, Any]:
+    """Why candidates failed: counts by status, and within each status by exception type
+    (the last line of the error names it) or, for `invalid`, by reason; each with the
+    first candidate of its kind as an example."""
+    statuses: dict[str, dict[str, Any]] = {}
+    reasons: dict[tuple[str, str], dict[str, Any]] = {}
+    for candidate_id, status, error in run.failed_candidates():
+        summary = error_summary(error)
+        for table, key, extra in ((statuses, status, {}),
+                                  (reasons, (status, failure_reason(status, summary)), {"error": summary})):
+            row = table.get(key)
+            if row is None:
+                table[key] = {"count": 1, "example_id": candidate_id, **extra}
+            else:
+                row["count"] += 1
+    candidates = sum(run.status_counts().values())
+    failed = sum(row["count"] for row in statuses.values())
+    return {
+        "run_dir": str(run.path),
+        "candidates": candidates,
+        "failed": failed,
+        "statuses": [{"status": status, **row} for status, row in _by_count(statuses)],
+        "reasons": [{"status": status, "reason": reason, **row} for (status, reason), row in _by_count(reasons)],
+        "problems": list(run.problems),
+    }
+
+
+def failure_reason(status: str, summary: str) -> str:
+    """What failures have in common: the exception type of an error, otherwise the message
+    with its numbers masked ("circles 3 and 7 overlap by 0.01" -> "circles # and # overlap by #")."""
+    exception = _EXCEPTION.match(summary)
+    if status != "invalid" and exception:
+        return exception.group(1)
+    return _NUMBER.sub("#", summary)[:160]
+
+
+def _by_count(table: dict[Any, dict[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
+    return sorted(table.items(), key=lambda item: (-item[1]["count"], item[1]["example_id"]))
+
+
 def candidate_dict(record: CandidateRecord, layout: ArchiveLayout | None,
                    source: bool = True) -> dict[str, Any]:
     """A candidate as JSON data (no raw result or stdout: `open_run` gives those)."""
@@ -160,11 +204,13 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
     statuses.add_column("count", justify="right")
     for status, count in data["statuses"].items():
         statuses.add_row(Text(_printable(str(status))), str(count))
-    console.print(Group(archive, statuses, _funnel_table(data["funnel"])))
+    console.print(Group(archive, statuses, _funnel_table(data["funnel"]),
+                        Text(seed_funnel_text(data["seed_funnel"]))))
 
     best = data["best"]
     if best is None:
-        console.print(Text("The archive is empty: no candidate was scored.", style="yellow"))
+        console.print(Text(f"The archive is empty: no candidate was scored "
+                           f"(elm inspect {data['run_dir']} --failures shows why).", style="yellow"))
         return
     console.print(Text(
         f"Best elite: candidate {best['candidate_id']} in niche {_coords(best['coordinates'])}, "
@@ -205,9 +251,7 @@ def print_niche(console: Console, data: dict[str, Any]) -> None:
 def print_lineage(console: Console, data: dict[str, Any]) -> None:
     _print_problems(console, data)
     steps = data["steps"]
-    start = "a seed" if data["complete"] else "the earliest candidate still in the store"
-    console.print(Text(f"Lineage of candidate {data['candidate_id']}: {len(steps)} steps from {start}",
-                       style="bold"))
+    console.print(Text(lineage_title(data["candidate_id"], len(steps) - 1, data["complete"]), style="bold"))
     console.print(Text("fitness: " + " -> ".join(fmt_number(f) for f in data["fitness"])))
     for number, step in enumerate(steps, start=1):
         title = (f"{number}. candidate {step['id']} | iteration {step['iteration']} | "
@@ -220,6 +264,45 @@ def print_lineage(console: Console, data: dict[str, Any]) -> None:
         console.print(Panel(Group(*body), title=Text(_printable(title)), title_align="left"))
     console.print(Text("Final source", style="bold"))
     _print_code(console, data["source"], data["file_name"])
+
+
+def lineage_title(candidate_id: int, mutations: int, complete: bool) -> str:
+    if complete and mutations == 0:
+        return f"Lineage of candidate {candidate_id}: a seed"
+    start = "a seed" if complete else "the earliest candidate still in the store"
+    return f"Lineage of candidate {candidate_id}: {_count(mutations, 'mutation')} from {start}"
+
+
+def print_failures(console: Console, data: dict[str, Any]) -> None:
+    _print_problems(console, data)
+    share = fmt_percent(data["failed"] / data["candidates"] if data["candidates"] else None)
+    console.print(Text(f"{data['run_dir']}: {data['failed']} of {data['candidates']} candidates "
+                       f"failed ({share})", style="bold"))
+    if not data["failed"]:
+        return
+    statuses = Table(title="By status", title_justify="left")
+    for name, justify in (("status", "left"), ("count", "right"), ("example candidate", "right")):
+        statuses.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in data["statuses"]:
+        statuses.add_row(Text(_printable(row["status"])), str(row["count"]), str(row["example_id"]))
+    reasons = Table(title="By exception type or reason", title_justify="left")
+    for name, justify in (("status", "left"), ("exception or reason", "left"), ("count", "right"),
+                          ("example candidate", "right")):
+        reasons.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for row in data["reasons"][:_FAILURE_ROWS]:
+        reasons.add_row(Text(_printable(row["status"])), Text(_printable(row["reason"])),
+                        str(row["count"]), str(row["example_id"]))
+    console.print(statuses, reasons)
+    hidden = len(data["reasons"]) - _FAILURE_ROWS
+    if hidden > 0:
+        console.print(Text(f"... and {_count(hidden, 'other kind')} (--json lists them all)"))
+    console.print(Text(f"elm inspect {data['run_dir']} --lineage ID shows a candidate's error and diff"))
+
+
+def seed_funnel_text(funnel: dict[str, int]) -> str:
+    """The seeds apart from the children's funnel, e.g. "Seeds (iteration 0): 3 evaluated, 2 scored, 2 placed"."""
+    return (f"Seeds (iteration 0, not counted above): {funnel.get('generated', 0)} evaluated, "
+            f"{funnel.get('scored', 0)} scored, {funnel.get('placed', 0)} placed")
 
 
 def print_snapshot(console: Console, data: dict[str, Any]) -> None:
@@ -238,7 +321,7 @@ def print_snapshot(console: Console, data: dict[str, Any]) -> None:
 
 
 def _funnel_table(funnel: dict[str, int]) -> Table:
-    table = Table(title="Validity funnel", title_justify="left")
+    table = Table(title="Validity funnel of the children", title_justify="left")
     for name, justify in (("stage", "left"), ("reached", "right"), ("of generated", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     generated = funnel.get("generated") or 0
@@ -327,6 +410,10 @@ def progress_text(summary: dict[str, Any]) -> str:
     if configured is not None and not summary["finished"]:
         text += " (stopped early or still running)"
     return text
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def fmt_number(value: Any) -> str:
