@@ -9,6 +9,8 @@ from typing import Any
 from elm.environment import Score
 from tests.toy_environment import Toy
 
+SEED_POINT = [1.25, -0.5]  # what the toy seed returns
+
 
 def _point(result: Any) -> tuple[float, float]:
     x, y = result
@@ -36,17 +38,21 @@ FAULTS = {
 
 class Faulty(Toy):
     """`fault`: one of FAULTS, applied to every result of the right shape; `left_only`:
-    only to points with x < 0 (so some candidates score and the run goes on)."""
+    only to points with x < 0; `spare_seed`: not to the seed's own point (either way some
+    candidates score and the run goes on)."""
 
     name = "faulty"
 
-    def __init__(self, fault: str = "", left_only: bool = False, **options: Any) -> None:
+    def __init__(self, fault: str = "", left_only: bool = False, spare_seed: bool = False,
+                 **options: Any) -> None:
         super().__init__(**options)
         self.fault = FAULTS[fault] if fault else None
         self.left_only = left_only
+        self.spare_seed = spare_seed
 
     def score(self, result: Any) -> Score:
         honest = super().score(result)
-        if self.fault is None or not honest.valid or (self.left_only and result[0] >= 0):
+        spared = (self.left_only and result[0] >= 0) or (self.spare_seed and result == SEED_POINT)
+        if self.fault is None or not honest.valid or spared:
             return honest
         return self.fault(result)
