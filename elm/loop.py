@@ -57,7 +57,7 @@ class EvolutionLoop:
             self.seed()
             last = 0
         elif not self.archive.elites() and last < self.config.run.iterations:
-            raise no_valid_seed([r for r in self.store.candidates() if r.iteration == 0])
+            raise _no_valid_seed([r for r in self.store.candidates() if r.iteration == 0])
         pending: deque[tuple[int, Any]] = deque()
         depth = min(self.config.workers.in_flight, getattr(self.mutator, "max_in_flight", 1 << 30))
         last_iteration = self.config.run.iterations
@@ -127,7 +127,7 @@ class EvolutionLoop:
         evaluate_s = time.perf_counter() - evaluating
         self.place(records)
         if iteration == 0 and not self.archive.elites():
-            raise no_valid_seed(records)  # before the commit: a run without seeds is not a run
+            raise _no_valid_seed(records)  # before the commit: a run without seeds is not a run
         now = time.perf_counter()
         metrics = self._metrics(iteration, records, now - self._last_commit)
         metrics.extras["stages"] = self._stage_figures(children, waited_s, evaluate_s, now - self._last_commit)
@@ -177,7 +177,7 @@ class EvolutionLoop:
             del self._sources[candidate_id]
 
 
-def no_valid_seed(records: Sequence[CandidateRecord]) -> UserError:
+def _no_valid_seed(records: Sequence[CandidateRecord]) -> UserError:
     """Why no seed program reached the archive, each distinct reason once with its seeds."""
     seeds_by_reason: dict[str, list[str]] = {}
     for record in records:
