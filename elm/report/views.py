@@ -111,17 +111,12 @@ def failures_view(run: Run) -> dict[str, Any]:
     """Why candidates failed: counts by status, and within each status by exception type
     (the last line of the error names it) or, for `invalid`, by reason; each with the
     first candidate of its kind as an example."""
-    statuses: dict[str, dict[str, Any]] = {}
-    reasons: dict[tuple[str, str], dict[str, Any]] = {}
+    statuses: dict[Any, dict[str, Any]] = {}
+    reasons: dict[Any, dict[str, Any]] = {}
     for candidate_id, status, error in run.failed_candidates():
         summary = error_summary(error)
-        for table, key, extra in ((statuses, status, {}),
-                                  (reasons, (status, failure_reason(status, summary)), {"error": summary})):
-            row = table.get(key)
-            if row is None:
-                table[key] = {"count": 1, "example_id": candidate_id, **extra}
-            else:
-                row["count"] += 1
+        _tally(statuses, status, candidate_id)
+        _tally(reasons, (status, failure_reason(status, summary)), candidate_id, error=summary)
     candidates = sum(run.status_counts().values())
     failed = sum(row["count"] for row in statuses.values())
     return {
@@ -141,6 +136,14 @@ def failure_reason(status: str, summary: str) -> str:
     if status != "invalid" and exception:
         return exception.group(1)
     return _NUMBER.sub("#", summary)[:160]
+
+
+def _tally(table: dict[Any, dict[str, Any]], key: Any, candidate_id: int, **example: Any) -> None:
+    """Count one more under `key`; the first candidate counted is the example."""
+    if key in table:
+        table[key]["count"] += 1
+    else:
+        table[key] = {"count": 1, "example_id": candidate_id, **example}
 
 
 def _by_count(table: dict[Any, dict[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
