@@ -6,8 +6,9 @@ holds no programs: the run store does. Parent selection is a named strategy.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from ribs.archives import CVTArchive, GridArchive, k_means_centroids
@@ -66,14 +67,12 @@ class Archive:
         centroids: Sequence[Sequence[float]] | None = None,
         seed: int = 0,
     ) -> None:
-        if config.selection not in SELECTIONS:
-            raise UserError(f"unknown archive.selection {config.selection!r}")
         self.kind = config.kind
         self._select = SELECTIONS[config.selection]
         self.names = space.names
         self.ranges = space.ranges
         self._archive = _make_pyribs_archive(space, config, qd_offset, centroids, seed)
-        self.bins = tuple(int(b) for b in self._archive.dims) if self.kind == "grid" else None
+        self.bins = tuple(int(b) for b in self._archive.dims) if isinstance(self._archive, GridArchive) else None
         self._elites: list[Elite] | None = None
 
     @property
@@ -84,10 +83,10 @@ class Archive:
         """What it takes to rebuild an empty archive of the same shape (JSON data)."""
         layout: dict[str, Any] = {"kind": self.kind, "names": list(self.names),
                                   "ranges": [list(r) for r in self.ranges], "cells": self.cells}
-        if self.kind == "grid":
-            layout["bins"] = list(self.bins or ())
-        else:
+        if isinstance(self._archive, CVTArchive):
             layout["centroids"] = np.asarray(self._archive.centroids).tolist()
+        else:
+            layout["bins"] = list(self.bins or ())
         return layout
 
     def add(self, candidate_id: int, fitness: float, descriptor: Sequence[float]) -> Placement:
@@ -121,7 +120,7 @@ class Archive:
 
     def niche_coordinates(self, niche: int) -> tuple[int, ...]:
         """Grid coordinates of a niche (for a CVT archive, the niche index alone)."""
-        if self.kind == "grid":
+        if isinstance(self._archive, GridArchive):
             return tuple(int(i) for i in self._archive.int_to_grid_index([niche])[0])
         return (niche,)
 
@@ -151,8 +150,8 @@ class Archive:
             coverage=float(stats.coverage),
             qd_score=float(stats.qd_score),
             num_elites=int(stats.num_elites),
-            max_fitness=None if empty else float(stats.obj_max),
-            mean_fitness=None if empty else float(stats.obj_mean),
+            max_fitness=None if empty or stats.obj_max is None else float(stats.obj_max),
+            mean_fitness=None if empty or stats.obj_mean is None else float(stats.obj_mean),
         )
 
 
@@ -174,8 +173,8 @@ def _make_pyribs_archive(
         return GridArchive(solution_dim=1, dims=bins, ranges=ranges,
                            qd_score_offset=qd_offset, seed=seed)
     if centroids is None:
-        centroids, _ = k_means_centroids(
+        centroids = k_means_centroids(
             centroids=config.cvt_cells, ranges=ranges, samples=config.cvt_samples, seed=seed
-        )
+        )[0].tolist()
     return CVTArchive(solution_dim=1, centroids=np.asarray(centroids), ranges=ranges,
                       qd_score_offset=qd_offset, seed=seed)

@@ -13,7 +13,8 @@ import importlib
 import os
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 # Before transformers is ever imported: a hub miss must fail at once, not retry.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,12 +22,13 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 _COMMAND_MODULES = tuple(
     f"elm.commands.{name}"
-    for name in ("run", "eval", "inspect", "report", "env", "sandbox", "bench")
+    for name in ("run", "eval", "inspect", "report", "serve", "env", "sandbox", "bench", "verify",
+                 "config", "dataset", "finetune")
 )
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors exit 2 on one line too
+    def error(self, message: str) -> NoReturn:  # argparse's own errors exit 2 on one line too
         self.exit(2, f"elm: error: {message}\n")
 
 

@@ -35,7 +35,7 @@ class NoGpuError(ClusterError):
     """GPUs were asked for on a cluster that has none."""
 
 
-def join_cluster(config: "ElmConfig") -> None:
+def join_cluster(config: ElmConfig) -> None:
     """Connect to `ray.address`, or start a local Ray sized for the configured workers."""
     global _users, _connected_here
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -59,7 +59,7 @@ def leave_cluster() -> None:
             ray.shutdown()
 
 
-def check_worker_resources(workers: "WorkersConfig") -> None:
+def check_worker_resources(workers: WorkersConfig) -> None:
     """One clear line when the cluster lacks the GPUs or CPUs the workers ask for."""
     import ray
 
@@ -86,7 +86,7 @@ def check_worker_resources(workers: "WorkersConfig") -> None:
         )
 
 
-def _connect(config: "ElmConfig") -> None:
+def _connect(config: ElmConfig) -> None:
     import ray
 
     address = config.ray.address or None
@@ -122,7 +122,7 @@ def _worker_python_path() -> str:
     return os.pathsep.join(part for part in (package_parent, inherited) if part)
 
 
-def _local_cpus(workers: "WorkersConfig") -> int:
+def _local_cpus(workers: WorkersConfig) -> int:
     """A local Ray gets this machine's cores, and at least what the workers reserve, so
     the actors are placed even when they ask for more CPUs than there are cores."""
     return max(os.cpu_count() or 1, math.ceil(workers.num_actors * workers.num_cpus))

@@ -12,14 +12,18 @@ import json
 import math
 import os
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
 
 from elm.errors import UserError
 
 ENTRY_POINT_GROUP = "elm.environments"
-BUILTIN_PACKAGE = "environments"
+# The built-in environments: the repository's top-level `environments/` folder in a source
+# checkout (editable install, PYTHONPATH), shipped as `elm_environments` in a wheel (setup.py).
+_BUILTIN_LAYOUTS = ("elm_environments", "environments")
 
 
 class EnvironmentLoadError(UserError):
@@ -85,14 +89,14 @@ class Score:
         return self.invalid_reason is None
 
     @classmethod
-    def of(cls, fitness: float, descriptor: Sequence[float], **extras: Any) -> "Score":
+    def of(cls, fitness: float, descriptor: Sequence[float], **extras: Any) -> Score:
         values = [float(fitness), *map(float, descriptor)]
         if not all(math.isfinite(v) for v in values):
             return cls.invalid("fitness or descriptor is not finite")
         return cls(fitness=values[0], descriptor=tuple(values[1:]), extras=extras)
 
     @classmethod
-    def invalid(cls, reason: str) -> "Score":
+    def invalid(cls, reason: str) -> Score:
         return cls(invalid_reason=reason)
 
 
@@ -125,6 +129,9 @@ class Environment:
     )
     # The fitness floor for the QD score (sum over elites of fitness - qd_offset).
     qd_offset: ClassVar[float] = 0.0
+    # `elm verify`: how far a re-run's fitness and descriptor values may be from the stored
+    # ones and still count as reproduced (absolute; 0.0: exactly).
+    reproduce_tolerance: ClassVar[float] = 0.0
 
     def __init__(self, seeds: Sequence[str] | None = None, **options: Any) -> None:
         if options:
@@ -164,6 +171,11 @@ class Environment:
     def score(self, result: Any) -> Score:
         raise NotImplementedError
 
+    def verify(self, result: Any) -> str | None:
+        """`elm verify`'s stricter, independent check of a result `score` accepted: why it
+        fails, or None. The default checks nothing more."""
+        return None
+
     def render(self, result: Any, path: str) -> str | None:
         """Draw a picture of a result into `path` (without suffix); return the file written."""
         return None
@@ -195,7 +207,8 @@ def load_environment(spec: str, options: Mapping[str, Any] | None = None) -> Env
 
 def available_environments() -> dict[str, str]:
     """Name -> where it comes from, for built-ins and installed entry points."""
-    found = {name: f"{BUILTIN_PACKAGE}.{name}" for name in _builtin_names()}
+    package = builtin_package()
+    found = {name: f"{package}.{name}" for name in _builtin_names()}
     for point in entry_points(group=ENTRY_POINT_GROUP):
         found.setdefault(point.name, point.value)
     return found
@@ -215,7 +228,7 @@ def _find_class(spec: str) -> Any:
             except Exception as error:  # a broken plug-in must not crash the CLI
                 raise EnvironmentLoadError(f"entry point {spec!r} failed to load: {error}") from None
     if spec in _builtin_names():
-        module = _import(f"{BUILTIN_PACKAGE}.{spec}", spec)
+        module = _import(f"{builtin_package()}.{spec}", spec)
         return getattr(module, "ENVIRONMENT", None)
     declared = _class_declaring_name(spec)
     if declared is not None:
@@ -261,12 +274,23 @@ def _search_current_folder() -> None:
         importlib.invalidate_caches()
 
 
-def _builtin_names() -> list[str]:
-    try:
-        package = importlib.import_module(BUILTIN_PACKAGE)
-    except ImportError:
-        return []
-    from pathlib import Path
+def builtin_package() -> str | None:
+    """The import name of the built-in environments next to this elm (None: none shipped)."""
+    root = Path(__file__).resolve().parents[1]
+    return next((name for name in _BUILTIN_LAYOUTS if (root / name / "__init__.py").is_file()), None)
 
-    root = Path(package.__file__).parent
-    return sorted(p.name for p in root.iterdir() if (p / "__init__.py").exists())
+
+def import_builtin(module: str) -> Any:
+    """A module of the built-in environments by its name inside them, e.g. `sodarace.physics`."""
+    package = builtin_package()
+    if package is None:
+        raise EnvironmentLoadError("this elm ships no built-in environments")
+    return importlib.import_module(f"{package}.{module}")
+
+
+def _builtin_names() -> list[str]:
+    package = builtin_package()
+    if package is None:
+        return []
+    root = Path(__file__).resolve().parents[1] / package
+    return sorted(p.name for p in root.iterdir() if (p / "__init__.py").is_file())

@@ -10,7 +10,8 @@ import json
 import math
 import numbers
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from elm.config import SandboxConfig
 from elm.environment import Environment, Score

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from elm import __version__
 from elm.archive import Archive
-from elm.config import ElmConfig, config_to_yaml, load_config
+from elm.config import ElmConfig, config_to_yaml, load_config, secret_variables
 from elm.environment import Environment, EnvironmentLoadError, load_environment
 from elm.errors import UserError
 from elm.evaluator import Evaluator
@@ -100,10 +101,14 @@ def run_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> ElmConfig:
 
 def _run_loop(config, environment, archive, sandbox, mutator, store, on_iteration) -> None:
     evaluator = Evaluator(environment, sandbox, config.sandbox)
+    if config.mutation.finetune_every:
+        mutator, on_iteration = _with_online_finetuning(config, mutator, store, on_iteration)
     loop = EvolutionLoop(config, environment, archive, mutator, evaluator, store, on_iteration)
     try:
         loop.run()
     finally:
+        if config.mutation.finetune_every:
+            mutator.stop_training()
         store.close()
 
 
@@ -158,6 +163,20 @@ def _has_committed_iteration(run_dir: Path) -> bool:
         store.close()
 
 
+def _with_online_finetuning(config, mutator, store, on_iteration):
+    """The mutator wrapped by the stage-2 schedule, and a listener that drives it."""
+    from elm.mutation.online import OnlineFinetuning
+
+    online = OnlineFinetuning(mutator, config, store.path.parent, store.events())
+
+    def listener(metrics) -> None:
+        online.after_iteration(metrics)
+        if on_iteration is not None:
+            on_iteration(metrics)
+
+    return online, listener
+
+
 @contextlib.contextmanager
 def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
     if config.workers.distributed_evaluation:
@@ -165,7 +184,7 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
 
         sandbox = DistributedSandbox(config)
     else:
-        sandbox = open_sandbox(config.sandbox)
+        sandbox = open_sandbox(config.sandbox, hidden_env=secret_variables(config))
     try:
         mutator = make_mutator(config, environment)
         try:
@@ -183,12 +202,17 @@ def _config_data(config: ElmConfig) -> dict:
 
 
 def _meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict:
+    from dataclasses import asdict
+
+    from elm.mutation.prompt import commit_messages_for
+
     return {
         "config": _config_data(config),
         "environment": config.environment.name,
         "environment_options": dict(config.environment.options),
         "archive": archive.layout(),
         "qd_offset": environment.qd_offset,
+        "commit_messages": [asdict(m) for m in commit_messages_for(config, environment)],
         "created_at": time.time(),
         "elm_version": __version__,
     }

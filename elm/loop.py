@@ -3,23 +3,28 @@
 Iteration 0 evaluates the environment's seed programs. Every later iteration draws its
 parents and commit messages from an RNG derived from (run seed, iteration), so a resumed
 run continues the same random stream, and commits everything it did in one transaction.
+No program is evaluated twice in a run (elm/duplicates.py); commit messages are drawn by
+the configured policy (elm/mutation/messages.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter, deque
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from elm.archive import Archive
 from elm.config import ElmConfig
+from elm.duplicates import EvaluatedPrograms
 from elm.environment import Environment
 from elm.errors import UserError
 from elm.evaluator import Evaluator, error_summary
-from elm.mutation import STAGES, Child, MutationRequest, Mutator
-from elm.mutation.prompt import choose_commit_messages, commit_messages_for
+from elm.mutation import REUSED_STAGES, Child, MutationRequest, Mutator, funnel_from_stops
+from elm.mutation.messages import make_message_policy, mark_drawn_messages
+from elm.mutation.prompt import commit_messages_for
 from elm.store import CandidateRecord, IterationMetrics, RunStore, SnapshotRow
 
 IterationListener = Callable[[IterationMetrics], None]
@@ -44,6 +49,10 @@ class EvolutionLoop:
         self.store = store
         self.on_iteration = on_iteration or (lambda metrics: None)
         self.commit_messages = commit_messages_for(config, environment)
+        self.depth = min(config.workers.in_flight, getattr(mutator, "max_in_flight", 1 << 30))
+        self.message_policy = make_message_policy(config.mutation.message_selection,
+                                                  self.commit_messages, lag=self.depth)
+        self.programs = EvaluatedPrograms()
         self._sources: dict[int, str] = {}
         self._next_id = store.next_candidate_id()
         self._last_commit = time.perf_counter()
@@ -58,18 +67,18 @@ class EvolutionLoop:
             last = 0
         elif not self.archive.elites() and last < self.config.run.iterations:
             raise _no_valid_seed([r for r in self.store.candidates() if r.iteration == 0])
-        pending: deque[tuple[int, Any]] = deque()
-        depth = min(self.config.workers.in_flight, getattr(self.mutator, "max_in_flight", 1 << 30))
+        pending: deque[tuple[int, Any, list[MutationRequest]]] = deque()
         last_iteration = self.config.run.iterations
         next_iteration = last + 1
         while pending or next_iteration <= last_iteration:
-            while len(pending) < depth and next_iteration <= last_iteration:
-                ticket = self.mutator.submit(self.requests(next_iteration))
-                pending.append((next_iteration, ticket))
+            while len(pending) < self.depth and next_iteration <= last_iteration:
+                requests = self.requests(next_iteration)
+                pending.append((next_iteration, self.mutator.submit(requests), requests))
                 next_iteration += 1
-            iteration, ticket = pending.popleft()
+            iteration, ticket, requests = pending.popleft()
             waiting = time.perf_counter()
             children = self.mutator.collect(ticket)
+            mark_drawn_messages(requests, children)
             self._finish(iteration, children, waited_s=time.perf_counter() - waiting)
 
     def restore(self) -> int | None:
@@ -83,6 +92,8 @@ class EvolutionLoop:
                                    [r.descriptor for r in batch])
         elite_ids = [e.candidate_id for e in self.archive.elites()]
         self._sources = self.store.sources(elite_ids)
+        self.programs.rebuild(self.store.evaluated_candidates())
+        self.message_policy.record(self.store.message_outcomes())
         return self.store.last_iteration()
 
     def seed(self) -> None:
@@ -100,7 +111,7 @@ class EvolutionLoop:
         per_parent = self.config.mutation.children_per_parent
         parent_count = -(-count // per_parent)
         parents = self.archive.sample_parents(parent_count, rng)
-        messages = choose_commit_messages(self.commit_messages, parent_count, rng)
+        messages = self.message_policy.choose(parent_count, rng, iteration)
         seeds = rng.integers(0, 2**31 - 1, size=count)
         return [
             MutationRequest(parent_id=parents[i // per_parent].candidate_id,
@@ -123,7 +134,7 @@ class EvolutionLoop:
     def _finish(self, iteration: int, children: Sequence[Child], waited_s: float) -> None:
         ids = list(range(self._next_id, self._next_id + len(children)))
         evaluating = time.perf_counter()
-        records = self.evaluator.evaluate(children, ids, iteration)
+        records = self.programs.evaluate(self.evaluator, children, ids, iteration)
         evaluate_s = time.perf_counter() - evaluating
         self.place(records)
         if iteration == 0 and not self.archive.elites():
@@ -133,6 +144,7 @@ class EvolutionLoop:
         metrics.extras["stages"] = self._stage_figures(children, waited_s, evaluate_s, now - self._last_commit)
         events = self.mutator.take_events()
         self.store.record_iteration(records, metrics, self._snapshot(iteration), events)
+        self.message_policy.record(self.store.message_outcomes(iteration))
         self._last_commit = now
         self._next_id += len(children)
         self._forget_replaced_sources()
@@ -180,8 +192,12 @@ class EvolutionLoop:
 def _no_valid_seed(records: Sequence[CandidateRecord]) -> UserError:
     """Why no seed program reached the archive, each distinct reason once with its seeds."""
     seeds_by_reason: dict[str, list[str]] = {}
+    reason_of: dict[int, str] = {}
     for record in records:
         reason = f"{record.status}: {error_summary(record.error)}"
+        if record.status in REUSED_STAGES:  # a copy of an earlier seed fails as that one did
+            reason = reason_of.get((record.extras or {}).get("same_as"), reason)  # type: ignore[arg-type]
+        reason_of[record.id] = reason
         seeds_by_reason.setdefault(reason, []).append(record.commit_message or f"#{record.id}")
     reasons = "; ".join(f"{'seed' if len(names) == 1 else 'seeds'} {', '.join(names)}: {reason}"
                         for reason, names in seeds_by_reason.items())
@@ -189,10 +205,5 @@ def _no_valid_seed(records: Sequence[CandidateRecord]) -> UserError:
 
 
 def funnel_counts(records: Sequence[CandidateRecord]) -> dict[str, int]:
-    """How many records reached each validity stage (a record counts for every stage it passed)."""
-    reached = Counter(STAGES.index(r.stage) for r in records if r.stage in STAGES)
-    counts, running = {}, 0
-    for index in reversed(range(len(STAGES))):
-        running += reached.get(index, 0)
-        counts[STAGES[index]] = running
-    return {stage: counts[stage] for stage in STAGES}
+    """How many records reached each validity stage."""
+    return funnel_from_stops(Counter(r.stage for r in records))

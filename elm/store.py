@@ -5,12 +5,14 @@ run killed at any point loses at most the iteration in flight.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from elm.errors import UserError
 
@@ -118,6 +120,20 @@ class IterationMetrics:
 
 
 @dataclass(frozen=True)
+class MessageOutcome:
+    """How the children of one iteration fared that were drawn one commit message."""
+
+    iteration: int
+    message: str
+    tries: int
+    ran: int
+    placed: int
+    new: int
+    improved: int
+    reused: int
+
+
+@dataclass(frozen=True)
 class SnapshotRow:
     niche: int
     candidate_id: int
@@ -134,7 +150,7 @@ class RunStore:
         self._db = connection
 
     @classmethod
-    def create(cls, run_dir: str | Path, meta: dict[str, Any]) -> "RunStore":
+    def create(cls, run_dir: str | Path, meta: dict[str, Any]) -> RunStore:
         path = Path(run_dir) / STORE_FILE
         store = cls(path, _connect(path))
         with store._db:
@@ -146,7 +162,7 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, run_dir: str | Path, readonly: bool = False) -> "RunStore":
+    def open(cls, run_dir: str | Path, readonly: bool = False) -> RunStore:
         path = Path(run_dir) / STORE_FILE
         if not Path(run_dir).is_dir():
             raise UserError(f"run folder not found: {run_dir}")
@@ -224,6 +240,26 @@ class RunStore:
         """Every scored candidate in the order it was offered to the archive."""
         return self._select_candidates("WHERE status = 'ok'", ())
 
+    def evaluated_candidates(self) -> Iterator[CandidateRecord]:
+        """Candidates whose program was evaluated, not reused from an earlier one, in id order."""
+        return self._select_candidates(
+            "WHERE source IS NOT NULL AND stage NOT IN ('unchanged', 'duplicate')", ())
+
+    def message_outcomes(self, iteration: int | None = None) -> list[MessageOutcome]:
+        """Per iteration (all, or one) and drawn commit message (`extras.drawn_message`):
+        tries, how many ran in the sandbox, were placed (as a new niche or an improved
+        elite), or reused an earlier evaluation."""
+        where, params = ("WHERE iteration = ?", (iteration,)) if iteration is not None else ("", ())
+        rows = self._db.execute(
+            "SELECT iteration, message, count(*), sum(stage IN ('ran', 'scored', 'placed')),"
+            " sum(stage = 'placed'), sum(placement = 'new'), sum(placement = 'improved'),"
+            " sum(stage IN ('unchanged', 'duplicate')) FROM ("
+            "  SELECT iteration, stage, coalesce(placement, '') AS placement,"
+            "  json_extract(extras, '$.drawn_message') AS message"
+            f"  FROM candidates {where}) WHERE message IS NOT NULL"
+            " GROUP BY iteration, message ORDER BY iteration, message", params)
+        return [MessageOutcome(*row) for row in rows]
+
     def sources(self, ids: Iterable[int]) -> dict[int, str]:
         ids = list(ids)
         found: dict[int, str] = {}
@@ -234,7 +270,7 @@ class RunStore:
         return found
 
     def metrics(self) -> list[IterationMetrics]:
-        columns = [f for f in IterationMetrics.__dataclass_fields__]
+        columns = list(IterationMetrics.__dataclass_fields__)
         rows = self._db.execute(f"SELECT {', '.join(columns)} FROM iterations ORDER BY iteration")
         return [IterationMetrics(**_decode(dict(zip(columns, row)))) for row in rows]
 
@@ -243,9 +279,35 @@ class RunStore:
         return dict(rows.fetchall())
 
     def failures(self) -> Iterator[tuple[int, str, str | None]]:
-        """(id, status, error) of every candidate that was not scored, in id order."""
+        """(id, status, error) of every candidate whose own evaluation failed, in id order
+        (an `unchanged` or `duplicate` one was not evaluated: it reused a verdict)."""
         yield from self._db.execute(
-            "SELECT id, status, error FROM candidates WHERE status != 'ok' ORDER BY id")
+            "SELECT id, status, error FROM candidates"
+            " WHERE status NOT IN ('ok', 'unchanged', 'duplicate') ORDER BY id")
+
+    def token_totals(self) -> dict[str, int]:
+        """Model tokens over all candidates (`extras["tokens"]`, written by served models):
+        prompt and completion totals, the candidates that carry counts, and the mutated
+        children placed in the archive."""
+        prompt, completion, counted = self._db.execute(
+            "SELECT coalesce(sum(json_extract(extras, '$.tokens.prompt')), 0),"
+            " coalesce(sum(json_extract(extras, '$.tokens.completion')), 0),"
+            " count(json_extract(extras, '$.tokens.prompt')) FROM candidates").fetchone()
+        (placed,) = self._db.execute(
+            "SELECT count(*) FROM candidates WHERE stage = 'placed' AND parent_id IS NOT NULL").fetchone()
+        return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),
+                "placed_children": int(placed)}
+
+    def stage_counts_by_model_version(self) -> dict[int, dict[str, int]]:
+        """Candidates per final funnel stage, for each diff-model version that wrote some
+        (`extras.model_version`, recorded by the diff workers)."""
+        rows = self._db.execute(
+            "SELECT json_extract(extras, '$.model_version') AS version, stage, count(*) FROM candidates "
+            "WHERE version IS NOT NULL GROUP BY version, stage ORDER BY version")
+        counts: dict[int, dict[str, int]] = {}
+        for version, stage, count in rows:
+            counts.setdefault(int(version), {})[stage] = count
+        return counts
 
     def snapshot_iterations(self) -> list[int]:
         rows = self._db.execute("SELECT DISTINCT iteration FROM snapshots ORDER BY iteration")
@@ -276,6 +338,74 @@ class RunStore:
             ") WHERE rank = 1 ORDER BY niche", params)
         return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
 
+    # -- paged reading, for views of a run that is still being written -------------------
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """One read transaction: the queries inside see the same committed state."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    def latest_metrics(self) -> IterationMetrics | None:
+        rows = self.metrics_after(None, limit=1, newest_first=True)
+        return rows[0] if rows else None
+
+    def metrics_after(self, iteration: int | None, limit: int,
+                      newest_first: bool = False) -> list[IterationMetrics]:
+        """Up to `limit` iterations' metrics after `iteration` (from the start when None)."""
+        columns = [f for f in IterationMetrics.__dataclass_fields__]
+        order = "DESC" if newest_first else ""
+        rows = self._db.execute(
+            f"SELECT {', '.join(columns)} FROM iterations WHERE iteration > ? "
+            f"ORDER BY iteration {order} LIMIT ?", (-1 if iteration is None else iteration, limit)
+        ).fetchall()
+        return [IterationMetrics(**_decode(dict(zip(columns, row)))) for row in rows]
+
+    def events_after(self, event_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` events after the one with id `event_id`, oldest first, with their ids."""
+        rows = self._db.execute(
+            "SELECT id, iteration, at, kind, detail FROM events WHERE id > ? ORDER BY id LIMIT ?",
+            (-1 if event_id is None else event_id, limit)).fetchall()
+        return [{"id": n, "iteration": i, "at": a, "kind": k, "detail": json.loads(d)}
+                for n, i, a, k, d in rows]
+
+    def current_elites(self) -> list[SnapshotRow]:
+        """What `best_per_niche()` returns, read from the latest snapshot and the candidates
+        scored after it, so it costs as much as one snapshot interval, not the whole run.
+        A snapshot holds the archive of its iteration, and a later candidate takes a niche
+        only with a strictly greater fitness (snapshot ids are all earlier)."""
+        (latest,) = self._db.execute("SELECT max(iteration) FROM snapshots").fetchone()
+        if latest is None:
+            return self.best_per_niche()
+        rows = self._db.execute(
+            "SELECT niche, id, fitness, descriptor FROM ("
+            " SELECT niche, id, fitness, descriptor, row_number() OVER ("
+            "  PARTITION BY niche ORDER BY fitness DESC, id) AS rank FROM ("
+            "  SELECT niche, candidate_id AS id, fitness, descriptor FROM snapshots WHERE iteration = ?"
+            "  UNION ALL"
+            "  SELECT niche, id, fitness, descriptor FROM candidates"
+            "  WHERE iteration > ? AND status = 'ok' AND niche IS NOT NULL)"
+            ") WHERE rank = 1 ORDER BY niche", (latest, latest)).fetchall()
+        return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
+
+    def message_counts(self, after_id: int | None, up_to_id: int) -> list[dict[str, Any]]:
+        """Per commit message, over the candidates with ids in (after_id, up_to_id]: how many
+        tried it, ran, were placed, took a new niche or improved one. The counts add up over
+        consecutive id ranges, so a live view reads each candidate once."""
+        ran = ", ".join(f"'{stage}'" for stage in ("ran", "scored", "placed"))
+        rows = self._db.execute(
+            "SELECT commit_message, count(*),"
+            f" count(CASE WHEN stage IN ({ran}) THEN 1 END), count(CASE WHEN stage = 'placed' THEN 1 END),"
+            " count(CASE WHEN placement = 'new' THEN 1 END), count(CASE WHEN placement = 'improved' THEN 1 END)"
+            " FROM candidates WHERE id > ? AND id <= ? AND operator != 'seed'"
+            " GROUP BY commit_message", (-1 if after_id is None else after_id, up_to_id)).fetchall()
+        return [{"text": text, "tries": tries, "ran": ran_count, "placed": placed,
+                 "new_niches": new, "improvements": improved}
+                for text, tries, ran_count, placed, new, improved in rows]
+
     def _select_candidates(self, clause: str, params: Sequence[Any]) -> Iterator[CandidateRecord]:
         query = f"SELECT {_CANDIDATE_COLUMNS} FROM candidates {clause} ORDER BY id"
         for row in self._db.execute(query, tuple(params)):
@@ -289,10 +419,12 @@ _RESULT_INDEX = _CANDIDATE_FIELDS.index("result")
 
 
 def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
+    connection = sqlite3.connect(path, check_same_thread=False)
     if readonly:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        # A read-write connection told not to write: the last connection to close folds the
+        # WAL back into run.sqlite and removes -wal/-shm, which a mode=ro connection cannot.
+        connection.execute("PRAGMA query_only=ON")
     else:
-        connection = sqlite3.connect(path, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
     return connection

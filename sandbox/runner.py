@@ -21,10 +21,11 @@ per job where the runner would write hundreds. The runner sleeps until the spawn
 report or the candidate's output wakes it: on a small VM every wake-up costs more than
 the work it does.
 
-A candidate whose main() returned closes its pipes before it exits. The runner then
-answers at once and settles the job afterwards, while the host reads the answer: the
-spawner's report, the leftovers, the files. A runner that cannot settle a job (a process
-that will not die, files it cannot remove) ends itself; the host starts a new one.
+Every job is answered only once what it left behind is gone: its leftover processes,
+System V IPC objects and files, and a spawner it stopped or killed (replaced by a fresh
+one). The cleaning up is on that job's account, in its seconds, before the host sends
+the next job. A runner that cannot clean up (a process that will not die, files it
+cannot remove) says so in its answer ("retire") and the host starts a new one.
 
 The forked child makes the scratch folder its working directory and the head of
 sys.path, applies rlimits, loads the entry file and calls its `main()`. The JSON text of
@@ -36,7 +37,9 @@ In a container the runner is PID 1, so signals sent from inside the container ca
 it; locally it becomes a child subreaper. The spawner is a subreaper too, so orphans of a
 candidate come back to it. A candidate can signal the spawner (same user); the runner
 then reads the candidate's pipes until it ends or reaches its wall-clock limit (what it
-returned or raised still counts), kills every other process and starts a new spawner.
+returned or raised still counts), kills every other process and starts a new spawner:
+this file run anew, not a copy of the runner, whose memory by then holds earlier jobs.
+The runner runs itself again at start with a fixed hash seed (see _fix_hash_seed).
 Standard library only: the same file serves every sandbox backend.
 """
 
@@ -70,6 +73,8 @@ RESULT_LIMIT_BYTES = 8 * 1024 * 1024
 ERROR_TAIL_LINES = 15
 ERROR_TAIL_CHARS = 4000
 CLEANUP_SECONDS = 5.0
+SPAWNER_START_SECONDS = 60.0  # a fresh spawner loads Python and numpy anew
+HASH_SEED = "0"  # string hashing, and so the order of sets of strings, is the same in every runner
 
 _RESULT_FD = 3
 _LIMITED = (
@@ -90,7 +95,12 @@ _MADV_COLLAPSE = 25
 _M_MMAP_THRESHOLD = -3  # mallopt(): C heap blocks at least this large get an mmap of their own
 _ARENA_ALIGNMENT = 16384  # CPython's pool size: arenas aligned to it lose no pool to alignment
 _PRECOMPILE_LIMIT_BYTES = 256 * 1024  # larger files are compiled by the child, under its limits
+_PRECOMPILED_LIMIT_BYTES = 1024 * 1024  # so are files whose code is larger than this, marshalled
+_COMPILE_MEMORY_BYTES = 64 * 1024 * 1024  # and files whose compiling needs more memory than this
+_COMPILED_LIMIT_BYTES = 4 * 1024 * 1024  # the runner keeps at most this much compiled code, marshalled
 _FD_CEILING = 65536  # descriptors below this are closed in the spawner and the child
+_LIVENESS_S = 0.25  # while waiting on the spawner: how often to check it was not stopped
+_IPC_TABLES = (("/proc/sysvipc/shm", "shmctl"), ("/proc/sysvipc/msg", "msgctl"), ("/proc/sysvipc/sem", "semctl"))
 _SIGNAL_MEANINGS = {
     signal.SIGSEGV: "segmentation fault",
     signal.SIGBUS: "bus error",
@@ -103,6 +113,7 @@ _SIGNAL_MEANINGS = {
 
 def main(argv: list[str] | None = None) -> int:
     options = _parse_arguments(argv)
+    _fix_hash_seed(options.fixed_hash_seed)  # re-executes this file once, at start
     if options.connect:
         _speak_over_socket(options.connect)
     _quiet_numeric_threads()
@@ -114,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     runner.warm_up()
     _restore_arena_allocator(default_arenas)
     gc.freeze()  # keeps the warm heap out of the collector: forked children share it untouched
+    if options.spawner_channel is not None:  # a replacement spawner, started fresh (see Spawner)
+        _serve_as_spawner(socket.socket(fileno=options.spawner_channel), options.namespace_init)
     runner.start_spawner()
     _send(
         {
@@ -127,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     for line in sys.stdin.buffer:
         if line.strip():
             _send(runner.serve(line))
-            if not runner.settle():
-                return 0  # it could not clean up after a candidate: the host starts a new runner
     return 0
 
 
@@ -141,15 +152,14 @@ class Runner:
         self.is_namespace_init = os.getpid() == 1
         self.workdir = os.path.join(self.scratch, "job")  # the same path every time: see warm_up
         self.spawner: Spawner | None = None
-        self._unsettled: tuple[_JobRequest, _Watch, float] | None = None  # answered, not cleaned up
         self._oom_kills = _oom_kill_count()
         self._hard_limits = {kind: resource.getrlimit(kind)[1] for kind in _LIMITED}
         self._static_limits = [(resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, 256), (resource.RLIMIT_MSGQUEUE, 0)]
         if max_user_processes is not None:
             self._static_limits.append((resource.RLIMIT_NPROC, max_user_processes))
 
-    def start_spawner(self) -> None:
-        self.spawner = Spawner(self.is_namespace_init)
+    def start_spawner(self, fresh: bool = False) -> None:
+        self.spawner = Spawner(self.is_namespace_init, self.scratch, fresh)
 
     def serve(self, line: bytes) -> dict[str, Any]:
         job_id = None
@@ -166,8 +176,9 @@ class Runner:
         answer["id"] = job_id
         return answer
 
-    def _run(self, job: "_JobRequest") -> dict[str, Any]:
+    def _run(self, job: _JobRequest) -> dict[str, Any]:
         workdir = self.workdir
+        started = time.monotonic()  # compiling the job's files counts too
         try:
             _write_files(workdir, job.files)
         except (OSError, ValueError) as problem:
@@ -176,99 +187,89 @@ class Runner:
         out_read, out_write = os.pipe()
         result_read, result_write = os.pipe()
         order = marshal.dumps((workdir, job.entry, self._limits(job), _precompile(workdir, job.files)))
-        started = time.monotonic()
         watch = _Watch(out_read, result_read, job.output_limit_bytes)
         try:
-            self._spawner().spawn(order, job.timeout_s, out_write, result_write)
+            left_s = max(started + job.timeout_s - time.monotonic(), 0.001)
+            self._spawner().spawn(order, left_s, out_write, result_write)
             spawned = True
         except SpawnerLost:
             spawned = False  # nothing to watch: the candidate (if any) goes with the spawner below
         finally:
             os.close(out_write)
             os.close(result_write)
-        deadline = started + job.timeout_s + CLEANUP_SECONDS
-        if spawned and self._follow_until_returned(watch, deadline):
-            # main() returned and the candidate closed its pipes: it is done. Answer now;
-            # the spawner's report and the cleaning up follow in settle(), while the
-            # host reads this answer.
-            self._unsettled = (job, watch, deadline)
-            oom_killed = self._oom_killed_since_last_job()
-            answer = _answer("ok", result_json=watch.result[1:].decode("utf-8", "replace"), **watch.output())
-            answer.update(seconds=round(time.monotonic() - started, 6), retire=oom_killed)
-            return answer
-        ending = self._await_report(deadline) if spawned else None
-        # A candidate that killed its spawner (kill(-1)) may still return from main(): let
+        ending = self._follow(watch, started + job.timeout_s + CLEANUP_SECONDS) if spawned else None
+        # A candidate that stopped or killed its spawner may still return from main(): let
         # it, within its own wall-clock limit, before the cleaning up kills what is left.
-        outlived_limit = spawned and ending is None and not watch.read_until_closed(started + job.timeout_s)
-        seconds = time.monotonic() - started
+        outlived_limit = spawned and ending is None and not self._job_ended_by(watch, started + job.timeout_s)
+        # Whatever the job left behind is cleared on its own account, before it is answered
+        # (and so before the host sends the next job and starts that job's clock).
         cleared, wiped = self._clean_up(job, watch, ending)
         oom_killed = self._oom_killed_since_last_job()
         answer = _classify(watch, ending, job, oom_killed, outlived_limit)
         # After an out-of-memory kill the container is due for replacement: its page cache
         # was squeezed, and Docker's OOMKilled flag would blame every later death on memory.
-        answer.update(seconds=round(seconds, 6), retire=oom_killed or not (cleared and wiped))
+        answer.update(seconds=round(time.monotonic() - started, 6), retire=oom_killed or not (cleared and wiped))
         return answer
 
-    def settle(self) -> bool:
-        """Clean up after a job answered early; False if that failed (the runner must go)."""
-        if self._unsettled is None:
-            return True
-        job, watch, deadline = self._unsettled
-        self._unsettled = None
+    def _follow(self, watch: _Watch, deadline: float) -> _Ending | None:
+        """Collect the candidate's output until the spawner reports its end; None if the
+        spawner is lost (it kills candidates at their limit: no report by `deadline`, the
+        limit plus CLEANUP_SECONDS, means it is stopped or stuck)."""
         try:
-            cleared, wiped = self._clean_up(job, watch, self._await_report(deadline))
-        except Exception:
-            return False
-        return cleared and wiped
-
-    def _follow_until_returned(self, watch: "_Watch", deadline: float) -> bool:
-        """Collect the candidate's output until it returned from main() and closed its
-        pipes (True) or the spawner reported its end (False); False too if the spawner is
-        lost (it kills candidates at their limit: no report by `deadline`, the limit plus
-        CLEANUP_SECONDS, means it is stopped or stuck)."""
-        try:
-            return watch.follow(self._spawner().fileno(), deadline)
-        except SpawnerLost:
-            return False
-
-    def _await_report(self, deadline: float) -> "_Ending | None":
-        """The spawner's report on the candidate; None if the spawner is lost."""
-        try:
+            watch.follow(self._spawner(), deadline)
             return self._spawner().ending(max(deadline - time.monotonic(), 0.0))
         except SpawnerLost:
             return None
 
-    def _clean_up(self, job: "_JobRequest", watch: "_Watch", ending: "_Ending | None") -> tuple[bool, bool]:
-        """Leftover processes, shared memory, pipes, files: (processes cleared, files wiped)."""
-        cleared = ending.cleared if ending is not None else self._replace_spawner()
+    def _job_ended_by(self, watch: _Watch, limit: float) -> bool:
+        """With the spawner lost: wait until every process of the job has ended and closed
+        its pipes (True), or its wall-clock limit passes (False)."""
+        if not watch.read_until_closed(limit):
+            return False
+        lost = self.spawner.pid if self.spawner is not None else None
+        while any(pid != lost and _is_running(pid) for pid in _descendants(os.getpid())):
+            if time.monotonic() > limit:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _clean_up(self, job: _JobRequest, watch: _Watch, ending: _Ending | None) -> tuple[bool, bool]:
+        """Leftover processes, System V IPC objects, pipes, files, and a fresh spawner in
+        place of a lost one: (all cleared, files wiped)."""
+        cleared = ending.cleared if ending is not None else self._drop_spawner()
         if cleared and self.is_namespace_init:
-            _remove_shared_memory_segments()
+            cleared = _remove_ipc_objects()
         watch.drain_and_close()
         wiped = self._wipe_job_files(self.workdir, job.files) or self._wipe_scratch()
+        if self.spawner is None and cleared and wiped:
+            try:
+                self.start_spawner(fresh=True)
+            except SpawnerLost:
+                cleared = False
         return cleared, wiped
 
-    def _spawner(self) -> "Spawner":
+    def _spawner(self) -> Spawner:
         if self.spawner is None:
             raise SpawnerLost("no spawner")
         return self.spawner
 
-    def _replace_spawner(self) -> bool:
-        """The spawner is gone or stuck: kill every other process, reap, start a new one.
-        False if some process would not die (the host then replaces the whole runner)."""
+    def _drop_spawner(self) -> bool:
+        """The spawner is gone or stuck: kill every other process and reap them (a new
+        spawner is started once the job's files are gone). False if some process would
+        not die (the host then replaces the whole runner)."""
         if self.spawner is not None:
             self.spawner.close()
             self.spawner = None
-        if not _clear_processes(self.is_namespace_init):
-            return False
-        self.start_spawner()
-        return True
+        return _clear_processes(self.is_namespace_init)
 
     def warm_up(self, rounds: int = 20) -> None:
         """Run the child's import path a few times here, before any fork, so that every
         child inherits it already specialised, with the job folder's import finder cached.
         The folder itself stays off the runner's sys.path: only children import from it."""
-        files = {"_elm_warm_up.py": "import _elm_warm_up_helper\n\ndef main():\n    return [_elm_warm_up_helper.VALUE]\n",
-                 "_elm_warm_up_helper.py": "VALUE = 1\n"}
+        files = {
+            "_elm_warm_up.py": "import _elm_warm_up_helper\n\ndef main():\n    return [_elm_warm_up_helper.VALUE]\n",
+            "_elm_warm_up_helper.py": "VALUE = 1\n",
+        }
         _write_files(self.workdir, files)
         sys.path.insert(0, self.workdir)
         try:
@@ -283,7 +284,7 @@ class Runner:
             sys.path.remove(self.workdir)
             self._wipe_scratch()
 
-    def _limits(self, job: "_JobRequest") -> list[tuple[int, int, int]]:
+    def _limits(self, job: _JobRequest) -> list[tuple[int, int, int]]:
         address_space = self._spawner().address_space_bytes + job.memory_mb * 1024 * 1024
         cpu_seconds = math.ceil(job.timeout_s) + 1
         wanted = [
@@ -342,15 +343,21 @@ class Spawner:
     leftovers were cleared and whether it was killed at the limit; and once, at start,
     the spawner's address space size (the base of every candidate's RLIMIT_AS)."""
 
-    def __init__(self, is_namespace_init: bool) -> None:
+    def __init__(self, is_namespace_init: bool, scratch: str, fresh: bool) -> None:
+        """`fresh`: run this file anew in the spawner instead of serving from a copy of the
+        runner. The first spawner is a copy made before any job; a replacement must not be
+        one, since by then the runner's memory holds earlier jobs' requests and answers."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.pid = os.fork()
         if self.pid == 0:
             ours.close()
+            if fresh:
+                _exec_fresh_spawner(theirs, is_namespace_init, scratch)  # never returns
             _serve_as_spawner(theirs, is_namespace_init)  # never returns
         theirs.close()
         self._channel = ours
-        (self.address_space_bytes,) = struct.unpack("q", self._receive(8, CLEANUP_SECONDS))
+        greeting = self._receive(8, SPAWNER_START_SECONDS if fresh else CLEANUP_SECONDS)
+        (self.address_space_bytes,) = struct.unpack("q", greeting)
 
     def spawn(self, order: bytes, timeout_s: float, out_write: int, result_write: int) -> None:
         """Have the candidate forked, to be killed after `timeout_s`; does not wait."""
@@ -367,6 +374,10 @@ class Spawner:
         """Readable when the spawner reported (or is gone)."""
         return self._channel.fileno()
 
+    def running(self) -> bool:
+        """False once the spawner is stopped or dead: a candidate signalled it."""
+        return _is_running(self.pid)
+
     def ending(self, timeout: float) -> _Ending:
         wait_status, cleared, timed_out = struct.unpack(_ENDING, self._receive(struct.calcsize(_ENDING), timeout))
         return _Ending(wait_status, bool(cleared), bool(timed_out))
@@ -375,8 +386,12 @@ class Spawner:
         self._channel.close()
 
     def _receive(self, size: int, timeout: float) -> bytes:
+        deadline = time.monotonic() + timeout
         try:
-            self._channel.settimeout(timeout)
+            while not select.select([self._channel], [], [], min(max(deadline - time.monotonic(), 0), _LIVENESS_S))[0]:
+                if time.monotonic() >= deadline or not self.running():
+                    raise SpawnerLost("no report from the spawner: stopped, stuck or gone")
+            self._channel.settimeout(max(deadline - time.monotonic(), 0.001))
             data = self._channel.recv(size, socket.MSG_WAITALL)
         except OSError as problem:
             raise SpawnerLost(str(problem)) from None
@@ -415,32 +430,33 @@ class _Watch:
         self.result = bytearray()
         self.result_overflow = False
 
-    def follow(self, report: int, deadline: float) -> bool:
-        """Read the pipes until the candidate returned a result and closed both (True) or
-        `report`, the spawner's channel, is readable first (False); SpawnerLost if neither
-        happens by `deadline`."""
-        ended = self._read_pipes(deadline, report)
-        if ended is None:
+    def follow(self, spawner: Spawner, deadline: float) -> None:
+        """Read the pipes until the candidate closed both or the spawner reported;
+        SpawnerLost if neither happens by `deadline` or the spawner is stopped or dead."""
+        if self._read_pipes(deadline, spawner) is None:
             raise SpawnerLost("no report from the spawner")
-        return ended == "closed" and self.returned()
 
     def read_until_closed(self, deadline: float) -> bool:
         """With no spawner to report: read the pipes until every process of the candidate
         has closed them (True) or `deadline` passes (False)."""
         return self._read_pipes(deadline) == "closed"
 
-    def _read_pipes(self, deadline: float, report: int | None = None) -> str | None:
-        """Read until both pipes are closed ("closed"), `report` is readable ("report") or
-        `deadline` passes (None)."""
+    def _read_pipes(self, deadline: float, spawner: Spawner | None = None) -> str | None:
+        """Read until both pipes are closed ("closed"), the spawner reported ("report"),
+        or `deadline` passes or the spawner is stopped or dead (None)."""
         poller = select.poll()
         open_pipes = {self.out_read, self.result_read}
+        report = spawner.fileno() if spawner is not None else None
         for fd in open_pipes if report is None else (*open_pipes, report):
             poller.register(fd, select.POLLIN)
         while open_pipes:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            for fd, _ in poller.poll(math.ceil(remaining * 1000)):
+            events = poller.poll(math.ceil(min(remaining, _LIVENESS_S) * 1000))
+            if not events and spawner is not None and not spawner.running():
+                return None
+            for fd, _ in events:
                 if fd == report:
                     return "report"
                 if not self._read_from(fd):
@@ -494,9 +510,9 @@ def _classify(
     timeout_error = f"wall-clock limit of {job.timeout_s:g} s exceeded"
     if ending is not None and ending.timed_out:
         return _answer("timeout", error=timeout_error, **stdout)
+    if ending is None and outlived_limit:
+        return _answer("timeout", error=timeout_error, **stdout)
     if ending is None and not watch.result:
-        if outlived_limit:
-            return _answer("timeout", error=timeout_error, **stdout)
         error = "the sandbox's process spawner was lost during this candidate (did the candidate signal it?)"
         return _answer("killed", error=error, **stdout)
     status_word = ending.wait_status if ending is not None else 0  # lost spawner, but a message came
@@ -555,11 +571,18 @@ def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
         channel.sendall(struct.pack("q", _address_space_bytes()))
         descriptors_size = socket.CMSG_SPACE(2 * 4)
         header_size = struct.calcsize(_ORDER_HEADER)
+        # Orders land in one buffer, zeroed once each candidate is gone, so that no later
+        # candidate finds an earlier one's files in the memory it is forked from.
+        buffer = bytearray(0)
         while True:
             header, descriptors, _, _ = channel.recvmsg(header_size, descriptors_size)
             out_write, result_write = _received_descriptors(header, descriptors)
             order_size, timeout_s = struct.unpack(_ORDER_HEADER, header)
-            order = channel.recv(order_size, socket.MSG_WAITALL)
+            if order_size > len(buffer):
+                buffer = bytearray(order_size)
+            order = memoryview(buffer)[:order_size]
+            if channel.recv_into(order, order_size, socket.MSG_WAITALL) != order_size:
+                raise EOFError("end of orders")
             pid = fork()
             if pid == 0:
                 _become_candidate(order, out_write, result_write)
@@ -567,11 +590,32 @@ def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
             os.close(result_write)
             timed_out = _await_exit(pid, timeout_s)
             wait_status = os.waitpid(pid, 0)[1]
+            order[:] = bytes(order_size)
+            order.release()
             cleared = _no_children_left() or _clear_processes(is_namespace_init)
             channel.sendall(struct.pack(_ENDING, wait_status, cleared, timed_out))
     except BaseException:
         pass  # the runner is gone (end of stream) or this process is beyond repair
     os._exit(0)
+
+
+def _exec_fresh_spawner(channel: socket.socket, is_namespace_init: bool, scratch: str) -> None:
+    """In the forked child: run this file anew as a spawner on `channel` (see main)."""
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        kept = channel.fileno()
+        os.closerange(3, kept)
+        os.closerange(kept + 1, _FD_CEILING)
+        os.set_inheritable(kept, True)
+        command = [sys.executable, *_interpreter_flags(), os.path.abspath(__file__), "--scratch", scratch,
+                   "--fixed-hash-seed", "--spawner-channel", str(kept)]
+        if is_namespace_init:
+            command.append("--namespace-init")
+        os.execv(sys.executable, command)
+    finally:
+        os._exit(_EXIT_NO_RESULT_CHANNEL)
 
 
 def _await_exit(pid: int, timeout_s: float) -> bool:
@@ -824,39 +868,83 @@ def _precompile(workdir: str, files: dict[str, str]) -> dict[str, tuple[str, typ
     """Code objects for the job's top-level modules, compiled here in the runner so that
     the child does not compile them (nor walk the file-system import path) itself.
 
-    What does not compile cleanly (a syntax error, even a warning) or is large is left to
-    the child, which compiles it under its limits and reports it as before."""
+    What does not compile cleanly (a syntax error, even a warning), is large, or compiles
+    to a large code object is left to the child, which compiles it under its limits and
+    reports it as before. The time spent here counts in the job's seconds and limit."""
     compiled = {}
     for name, text in files.items():
         stem = name[:-3]
         if not name.endswith(".py") or not stem.isidentifier() or len(text) > _PRECOMPILE_LIMIT_BYTES:
             continue
         path = os.path.join(workdir, name)
-        code = _COMPILED.get((path, text), _NOT_COMPILED)
+        code = _COMPILED.get(path, text)
         if code is _NOT_COMPILED:
             code = _compile_cleanly(path, text)
-            _COMPILED[(path, text)] = code
-            if len(_COMPILED) > _COMPILED_LIMIT:
-                del _COMPILED[next(iter(_COMPILED))]  # the oldest
         if code is not None:
             compiled[stem] = (path, code)
     return compiled
 
 
-# Code objects by (path, source text): a file that comes with every job (an environment's
-# harness) is compiled once. Code objects are immutable; each child executes its own copy.
-_COMPILED: dict[tuple[str, str], types.CodeType | None] = {}
-_COMPILED_LIMIT = 64
+class _CompiledSources:
+    """Code objects by (path, source text), so that a file that comes with every job (an
+    environment's harness) is compiled once: at most `limit_bytes` of them (as marshalled),
+    the oldest dropped first. Code objects are immutable; each child executes its own copy."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.limit_bytes = limit_bytes
+        self.held_bytes = 0
+        self._entries: dict[tuple[str, str], tuple[types.CodeType | None, int]] = {}
+
+    def get(self, path: str, text: str) -> Any:
+        entry = self._entries.get((path, text))
+        return _NOT_COMPILED if entry is None else entry[0]
+
+    def put(self, path: str, text: str, code: types.CodeType | None, size: int) -> None:
+        if size > self.limit_bytes:
+            return
+        self._entries[(path, text)] = (code, size)
+        self.held_bytes += size
+        while self.held_bytes > self.limit_bytes:
+            oldest = next(iter(self._entries))
+            self.held_bytes -= self._entries.pop(oldest)[1]
+
+
+_COMPILED = _CompiledSources(_COMPILED_LIMIT_BYTES)
 _NOT_COMPILED = object()
 
 
 def _compile_cleanly(path: str, text: str) -> types.CodeType | None:
+    """The code object, if it compiles without a warning, within _COMPILE_MEMORY_BYTES
+    more memory, to at most _PRECOMPILED_LIMIT_BYTES marshalled; else None. Either way
+    remembered in _COMPILED, which counts the source text and the marshalled code."""
+    code, size = None, len(text)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _more_memory_at_most(_COMPILE_MEMORY_BYTES):
             warnings.simplefilter("error")
-            return compile(text.encode("utf-8"), path, "exec", dont_inherit=True)
+            candidate = compile(text.encode("utf-8"), path, "exec", dont_inherit=True)
+            marshalled = len(marshal.dumps(candidate))
+        if marshalled <= _PRECOMPILED_LIMIT_BYTES:
+            code, size = candidate, size + marshalled
     except Exception:  # SyntaxError, ValueError (null bytes), RecursionError, MemoryError, a warning
-        return None
+        pass
+    _COMPILED.put(path, text, code, size)
+    return code
+
+
+class _more_memory_at_most:
+    """Within the block, this process may map at most `extra` more bytes (RLIMIT_AS)."""
+
+    def __init__(self, extra: int) -> None:
+        self.extra = extra
+
+    def __enter__(self) -> None:
+        self.saved = resource.getrlimit(resource.RLIMIT_AS)
+        soft = _address_space_bytes() + self.extra
+        hard = self.saved[1]
+        resource.setrlimit(resource.RLIMIT_AS, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+
+    def __exit__(self, *exc_info: object) -> None:
+        resource.setrlimit(resource.RLIMIT_AS, self.saved)
 
 
 class _JobModuleFinder:
@@ -925,8 +1013,33 @@ def _write_all(fd: int, data: bytes) -> None:
 # --- the runner's own housekeeping ---------------------------------------------------------
 
 
+def _fix_hash_seed(already_fixed: bool) -> None:
+    """Run this file again with string hashing fixed (PYTHONHASHSEED), unless it already is.
+
+    Hashes of strings are salted per interpreter, so the iteration order of a set of
+    strings would differ from one runner to the next, and with it the result of a
+    candidate that iterates one. `python3 -I` ignores PYTHONHASHSEED, so the runner runs
+    itself again without -E, its isolation kept: no user site folder (-s), no script folder
+    on sys.path (-P), and no other PYTHON* variable in its environment."""
+    if not sys.flags.hash_randomization:
+        return
+    if already_fixed:
+        raise SystemExit("sandbox runner: the interpreter ignored PYTHONHASHSEED; cannot fix string hashing")
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("PYTHON")}
+    environment["PYTHONHASHSEED"] = HASH_SEED
+    command = [sys.executable, *_interpreter_flags(), os.path.abspath(__file__), *sys.argv[1:], "--fixed-hash-seed"]
+    os.execve(sys.executable, command, environment)
+
+
+def _interpreter_flags() -> list[str]:
+    return ["-s", "-P"] if sys.version_info >= (3, 11) else ["-s"]
+
+
 def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="sandbox job server")
+    parser.add_argument("--fixed-hash-seed", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--spawner-channel", type=int, help=argparse.SUPPRESS)  # serve as a fresh spawner
+    parser.add_argument("--namespace-init", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--scratch", default="/scratch", help="folder for job files (wiped between jobs)")
     parser.add_argument("--connect", help="unix socket to speak the protocol over, instead of stdin/stdout")
     parser.add_argument(
@@ -1083,18 +1196,64 @@ def _oom_kill_count() -> int:
     return 0
 
 
-def _remove_shared_memory_segments() -> None:
-    """System V segments outlive their creator; in the container's own IPC namespace
-    every one of them was made by a candidate."""
+def _remove_ipc_objects() -> bool:
+    """Remove every System V shared-memory segment, message queue and semaphore set: they
+    outlive their creator, and in the container's own IPC namespace every one of them was
+    made by a candidate. False if some are still there afterwards."""
+    removed = False
+    libc = None
+    for table, remover in _IPC_TABLES:
+        for ident in _ipc_ids(table):
+            libc = libc or ctypes.CDLL(None, use_errno=True)
+            if remover == "semctl":
+                libc.semctl(ident, 0, _IPC_RMID)
+            else:
+                getattr(libc, remover)(ident, _IPC_RMID, None)
+            removed = True
+    return not removed or not any(_ipc_ids(table) for table, _ in _IPC_TABLES)
+
+
+def _ipc_ids(table: str) -> list[int]:
     try:
-        table = _read_small_file("/proc/sysvipc/shm").splitlines()[1:]
-        ids = [int(line.split()[1]) for line in table if line.strip()]
+        fd = os.open(table, os.O_RDONLY)
+        try:
+            chunks = [os.read(fd, 65536)]
+            while chunks[-1]:  # one read when the table is short, as it nearly always is
+                chunks.append(os.read(fd, 65536))
+        finally:
+            os.close(fd)
+        lines = b"".join(chunks).splitlines()[1:]
+        return [int(line.split()[1]) for line in lines if line.strip()]
     except (OSError, ValueError, IndexError):
-        return
-    if ids:
-        libc = ctypes.CDLL(None, use_errno=True)
-        for segment in ids:
-            libc.shmctl(segment, _IPC_RMID, None)
+        return []
+
+
+def _is_running(pid: int) -> bool:
+    """Alive and not stopped: neither a zombie nor stopped by a signal or a tracer."""
+    try:
+        state = _read_small_file(f"/proc/{pid}/stat").rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X", b"T", b"t")
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            threads = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for thread in threads:
+            try:
+                children = [int(child) for child in _read_small_file(f"/proc/{parent}/task/{thread}/children").split()]
+            except (OSError, ValueError):
+                continue
+            found += children
+            pending += children
+    return found
 
 
 def _signal_name(number: int) -> str:

@@ -2,7 +2,7 @@
 # Set up elm on a Debian machine (as root): Python venv with the package, Docker engine
 # running, sandbox image built. Idempotent: what is already there is left alone.
 #   bash scripts/setup.sh          # for running experiments
-#   bash scripts/setup.sh --test   # also what the tests need (pytest, headless Chromium)
+#   bash scripts/setup.sh --test   # also what the tests and checks need (pytest, ruff, mypy, headless Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -82,7 +82,7 @@ def test_each_outcome_is_counted_at_the_stage_it_reached():
 
 
 def test_identical_prompts_share_one_prefill_and_keep_their_own_seeds():
-    model = ScriptedModel({seed: GOOD_DIFF for seed in range(10, 16)})
+    model = ScriptedModel(dict.fromkeys(range(10, 16), GOOD_DIFF))
     mutator = DiffMutator(model, MutationConfig(operator="diff"))
     requests = [_request(10), _request(11), _request(12, message="Small change."), _request(13),
                 _request(14, parent_id=2, source=SEED + "# another parent\n")]
@@ -94,7 +94,7 @@ def test_identical_prompts_share_one_prefill_and_keep_their_own_seeds():
 
 
 def test_batches_are_capped_in_sequences():
-    model = ScriptedModel({seed: GOOD_DIFF for seed in range(6)})
+    model = ScriptedModel(dict.fromkeys(range(6), GOOD_DIFF))
     mutator = DiffMutator(model, MutationConfig(operator="diff"), max_sequences_per_batch=2)
     mutator.propose([_request(seed, parent_id=seed, source=SEED + "#" * seed) for seed in range(6)])
     assert [sum(len(group) for group in seeds) for _, seeds in model.calls] == [2, 2, 2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -49,6 +50,18 @@ def test_list_shows_the_builtins_with_their_seeds():
     assert listed.returncode == 0, listed.stderr
     for name, seed in [("circle_packing", "grid"), ("image", "landscape"), ("bin_packing", "best_fit")]:
         assert name in listed.stdout and seed in listed.stdout
+
+
+def test_list_as_json_names_descriptors_seeds_and_file():
+    listed = run_elm("env", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert {"sodarace", "circle_packing", "image", "bin_packing"} <= set(rows)
+    sodarace = rows["sodarace"]
+    assert sodarace["error"] is None and sodarace["file"] == "walker.py"
+    assert [d["name"] for d in sodarace["descriptors"]] == ["height", "width", "mass"]
+    assert all(d["low"] < d["high"] and d["bins"] >= 1 for d in sodarace["descriptors"])
+    assert "radial" in sodarace["seeds"]
 
 
 @pytest.mark.parametrize("name", ["circle_packing", "image", "bin_packing"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from elm.cli import main
-from elm.mutation import STAGES
+from elm.mutation import FUNNEL, REUSED_STAGES
 from elm.store import RunStore
 from tests.test_report_support import (  # noqa: F401  (fixtures)
     HOSTILE_COMMENT,
@@ -63,7 +63,7 @@ def test_summary_json(capsys, any_run: Path, store: RunStore) -> None:
     assert data["coverage"] == pytest.approx(store.metrics()[-1].coverage)
     assert data["qd_score"] == pytest.approx(store.metrics()[-1].qd_score)
     children = [c for c in candidates if c.iteration > 0]
-    assert list(data["funnel"]) == list(STAGES) and data["funnel"]["generated"] == len(children)
+    assert list(data["funnel"]) == list(FUNNEL) and data["funnel"]["generated"] == len(children)
     assert data["seed_funnel"]["generated"] == len(candidates) - len(children)
     assert data["best"]["source"] == store.candidate(data["best"]["candidate_id"]).source
 
@@ -254,9 +254,11 @@ def test_funnel_counts_children_and_shows_seeds_apart(capsys, toy_run: Path) -> 
 
 
 def test_failures_count_by_status_and_reason_with_examples(capsys, any_run: Path, store: RunStore) -> None:
-    failed = [c for c in store.candidates() if c.status != "ok"]
+    candidates = list(store.candidates())
+    failed = [c for c in candidates if c.status not in ("ok", *REUSED_STAGES)]
     data = inspect_json(capsys, any_run, "--failures")
-    assert data["failed"] == len(failed) > 0 and data["candidates"] == len(list(store.candidates()))
+    assert data["failed"] == len(failed) > 0 and data["candidates"] == len(candidates)
+    assert data["reused"] == sum(c.status in REUSED_STAGES for c in candidates)
     by_status = {row["status"]: row for row in data["statuses"]}
     assert {s: r["count"] for s, r in by_status.items()} == dict(Counter(c.status for c in failed))
     for status, row in by_status.items():
@@ -268,7 +270,7 @@ def test_failures_count_by_status_and_reason_with_examples(capsys, any_run: Path
     counts = [row["count"] for row in data["reasons"]]
     assert counts == sorted(counts, reverse=True)
     code, out, _ = inspect(capsys, any_run, "--failures")
-    assert code == 0 and f"{len(failed)} of {data['candidates']} candidates failed" in out
+    assert code == 0 and f"{len(failed)} of {data['candidates']} candidates failed" in " ".join(out.split())
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()]
     for row in data["statuses"]:
         assert [row["status"], str(row["count"]), str(row["example_id"])] in rows, row
@@ -287,6 +289,6 @@ def test_failures_count_by_status_and_reason_with_examples(capsys, any_run: Path
 ])
 def test_failures_are_grouped_by_exception_type_or_reason(status: str, error: str, reason: str) -> None:
     from elm.evaluator import error_summary
-    from elm.report.views import failure_reason
+    from elm.report.failures import failure_reason
 
     assert failure_reason(status, error_summary(error)) == reason

@@ -78,9 +78,10 @@ def test_funnel_counts_each_stage_passed():
         def __init__(self, stage):
             self.stage = stage
 
-    counts = funnel_counts([R("generated"), R("applied"), R("placed"), R("scored")])
-    assert counts == {"generated": 4, "parsed": 3, "applied": 3, "compiled": 2, "ran": 2,
-                      "scored": 2, "placed": 1}
+    counts = funnel_counts([R("generated"), R("applied"), R("placed"), R("scored"),
+                            R("duplicate"), R("unchanged"), R("duplicate")])
+    assert counts == {"generated": 7, "parsed": 6, "applied": 6, "unchanged": 1, "duplicate": 2,
+                      "compiled": 2, "ran": 2, "scored": 2, "placed": 1}
 
 
 def test_same_seed_same_archive(tmp_path):

@@ -217,7 +217,7 @@ def test_an_archive_of_one_elite_is_drawn_in_any_shape(tmp_path: Path, kind: str
 
 
 def test_the_page_says_why_candidates_failed(tmp_path: Path, toy_run: Path) -> None:
-    from elm.report.views import failures_view
+    from elm.report.failures import failures_view
 
     run = tmp_path / "run"
     shutil.copytree(toy_run, run)

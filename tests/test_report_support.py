@@ -12,8 +12,9 @@ import difflib
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -88,8 +89,10 @@ def write_toy_run(
     batch_size: int = 8,
     snapshot_every: int = 2,
     seed: int = 0,
+    after_iteration: Callable[[int], Any] | None = None,
 ) -> Path:
-    """A finished (or, with `iterations` below the configured count, interrupted) toy run."""
+    """A finished (or, with `iterations` below the configured count, interrupted) toy run.
+    `after_iteration(i)` is called once iteration i is committed (to watch a run being written)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env_class = _environment_class(environment)
     space = env_class.descriptor_space
@@ -118,6 +121,8 @@ def write_toy_run(
                             for e in archive.elites()]
             store.record_iteration(records, _metrics(iteration, records, archive), snapshot)
             next_id += len(records)
+            if after_iteration is not None:
+                after_iteration(iteration)
     finally:
         store.close()
     return run_dir
@@ -129,8 +134,8 @@ def _environment_class(spec: str) -> type[ToyEnvironment]:
 
 def _seed_records(env_class: type[ToyEnvironment], first_id: int) -> list[CandidateRecord]:
     dims = len(env_class.descriptor_space)
-    results = [{"f": 0.5, **{n: 0.1 for n in "xyz"[:dims]}},
-               {"f": 0.8, **{n: 0.9 for n in "xyz"[:dims]}}]
+    results = [{"f": 0.5, **dict.fromkeys("xyz"[:dims], 0.1)},
+               {"f": 0.8, **dict.fromkeys("xyz"[:dims], 0.9)}]
     return [
         CandidateRecord(id=first_id + i, iteration=0, parent_id=None, operator="seed",
                         file_name="program.py", source=toy_source(result), stage="scored",

@@ -51,7 +51,7 @@ def test_sigkill_then_resume_loses_nothing(toy_config, tmp_path):
     assert result.returncode == 0, result.stderr
 
     store = RunStore.open(run_dir, readonly=True)
-    assert [m.iteration for m in store.metrics()] == list(range(0, 26))
+    assert [m.iteration for m in store.metrics()] == list(range(26))
     after = {c.id: (c.source, c.status, c.fitness) for c in store.candidates()}
     assert all(after[i] == value for i, value in before.items())
     assert len(after) == 1 + 25 * 8

@@ -13,7 +13,7 @@ from elm.archive import Archive
 from elm.config import ArchiveConfig
 from elm.environment import DescriptorSpace, Dimension
 from elm.errors import UserError
-from elm.mutation import STAGES
+from elm.mutation import FUNNEL
 from elm.report import open_run
 from elm.report.run import best_per_niche
 from elm.store import RunStore
@@ -86,7 +86,7 @@ def test_summary_counts_what_the_store_holds(any_run: Path, store: RunStore) -> 
     seeds = [c for c in candidates if c.iteration == 0]
     assert summary["funnel"]["generated"] == len(candidates) - len(seeds)
     assert summary["seed_funnel"]["generated"] == len(seeds)
-    assert list(summary["funnel"]) == list(STAGES)
+    assert list(summary["funnel"]) == list(FUNNEL)
     assert summary["funnel"]["placed"] + summary["seed_funnel"]["placed"] == \
         sum(c.placement in ("new", "improved") for c in candidates)
     best = store.candidate(summary["best"]["candidate_id"])

@@ -9,6 +9,7 @@ import sys
 import docker
 import pytest
 
+from elm.sandbox.image import default_image
 from tests.conftest import REPO, TOY_CONFIG, cli_env, run_elm
 
 HELLO = "def main():\n    print('hello from the sandbox')\n    return {'answer': 42}\n"
@@ -30,6 +31,21 @@ def test_run_prints_one_json_outcome(program):
     outcome = json.loads(done.stdout)
     assert outcome["status"] == "ok" and outcome["result"] == {"answer": 42}
     assert outcome["stdout"] == "hello from the sandbox\n" and outcome["seconds"] > 0
+
+
+def test_run_prints_one_json_line_per_file_in_order(program):
+    files = [program(f"def main():\n    return {n}\n", f"p{n}.py") for n in range(3)]
+    done = run_elm("sandbox", "run", *files, "--backend", "local", "--pool-size", "1")
+    assert done.returncode == 0, done.stderr
+    outcomes = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(o["file"], o["status"], o["result"]) for o in outcomes] == [(f, "ok", n) for n, f in enumerate(files)]
+
+
+def test_run_exits_1_when_any_file_is_not_ok(program):
+    files = [program("def main():\n    return 1\n", "good.py"), program("def main():\n    raise ValueError\n", "bad.py")]
+    done = run_elm("sandbox", "run", *files, "--backend", "local")
+    assert done.returncode == 1
+    assert [json.loads(line)["status"] for line in done.stdout.splitlines()] == ["ok", "error"]
 
 
 def test_run_reports_a_failing_candidate_with_exit_code_1(program):
@@ -65,6 +81,8 @@ def test_run_takes_the_sandbox_section_of_a_config(program, tmp_path):
         (["no/such/file.py"], "cannot read no/such/file.py"),
         (["{program}", "--timeout", "0"], "--timeout must be positive"),
         (["{program}", "--memory", "-5"], "--memory must be positive"),
+        (["{program}", "--pool-size", "0"], "--pool-size must be positive"),
+        (["{program}", "no/such/second.py"], "cannot read no/such/second.py"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(program, arguments, message):
@@ -99,7 +117,7 @@ def test_build_says_the_image_is_up_to_date():
     done = run_elm("sandbox", "build")
     assert done.returncode == 0, done.stderr
     assert "base image elm-sandbox-base:bookworm: present, reused" in done.stdout
-    assert "image elm-sandbox:latest: up to date" in done.stdout
+    assert f"image {default_image()}: up to date" in done.stdout
 
 
 @pytest.mark.docker

@@ -22,7 +22,7 @@ from elm.config import SandboxConfig
 from elm.sandbox import Job, SandboxUnavailable
 from elm.sandbox.docker import OWNER_LABEL, DockerSandbox
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.serial]
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = SandboxConfig(backend="docker", pool_size=2)
@@ -99,7 +99,7 @@ class _Background:
 class _daemon_stopped:
     """Stops dockerd on entry; starts it again (as it was started) on exit and waits for it."""
 
-    def __enter__(self) -> "_daemon_stopped":
+    def __enter__(self) -> _daemon_stopped:
         self.systemd = _systemd_runs_docker()
         if self.systemd:
             subprocess.run(["systemctl", "stop", "docker.socket", "docker"], check=True)

@@ -28,9 +28,9 @@ from elm.sandbox import SandboxUnavailable
 from elm.sandbox import pool as pool_module
 from elm.sandbox.docker import (
     LOCAL_DAEMON_URL,
-    SOCKET_FOLDER_PREFIX,
     OWNER_LABEL,
     RUNNER_SOCKET,
+    SOCKET_FOLDER_PREFIX,
     DockerSandbox,
     _RunnerSocket,
     _SocketChannel,

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 
 from elm.config import SandboxConfig
 from elm.sandbox import Job
-from elm.sandbox.protocol import PROTOCOL, ProtocolError, check_ready, decode_answer, encode_job
+from elm.sandbox.protocol import (
+    PROTOCOL,
+    RESULT_ELEMENT_LIMIT,
+    ProtocolError,
+    check_ready,
+    decode_answer,
+    encode_job,
+    json_elements,
+)
 
 
 def answer(**fields) -> bytes:
@@ -83,3 +92,45 @@ def test_job_request_carries_the_limits():
 def test_jobs_the_runner_cannot_take_are_refused(job):
     with pytest.raises(ValueError):
         encode_job(job, 1, SandboxConfig())
+
+
+def test_a_result_of_millions_of_values_is_refused_before_it_is_decoded():
+    line = answer(result_json="[" + "{}, " * 2_000_000 + "{}]")  # 8 MB of empty objects
+    tracemalloc.start()
+    try:
+        decoded = decode_answer(line, 5)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoded.outcome.status == "bad_output" and decoded.outcome.result is None
+    assert f"more than the limit of {RESULT_ELEMENT_LIMIT}" in decoded.outcome.error
+    assert decoded.retire is False  # the candidate's fault, not the runner's
+    assert peak < 3 * len(line), peak  # a copy or two of the text, no objects built from it
+
+
+def test_a_result_longer_than_the_runners_cap_is_refused():
+    decoded = decode_answer(answer(result_json='"' + "x" * (8 * 1024 * 1024) + '"'), 5)
+    assert decoded.outcome.status == "bad_output" and "exceeds the limit" in decoded.outcome.error
+
+
+def test_results_within_the_bounds_decode_as_before():
+    values = list(range(RESULT_ELEMENT_LIMIT - 1))
+    decoded = decode_answer(answer(result_json=json.dumps(values)), 5)
+    assert decoded.outcome.status == "ok" and decoded.outcome.result == values
+
+
+@pytest.mark.parametrize("text, values", [("[]", 1), ("[1, 2, 3]", 4), ('{"a": [1, {"b": null}]}', 6), ('"x"', 1)])
+def test_values_are_counted_without_decoding_and_never_undercounted(text, values):
+    count = json_elements(text)
+    assert values <= count <= 2 * values and count == json_elements(text.encode())
+
+
+def test_counting_takes_one_pass_whatever_the_text():
+    for hostile in ('"' * 4_000_000, '"\\' * 2_000_000, "[" * 4_000_000):
+        tracemalloc.start()
+        try:
+            json_elements(hostile)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 1024 * 1024

@@ -52,7 +52,7 @@ HOSTILE = [
     (walker(joints=[[0.0, 0.0]] * 10**6), "1000000 joints; allowed 2 to 64"),
     (walker(joints=[[0.0, 0.0]]), "1 joints; allowed 2"),
     (walker(joints=[]), "0 joints"),
-    (walker(muscles=[[0, 1, 0.0, 0.0]] * 10**6), "1000000 muscles; allowed 1 to 256"),
+    (walker(muscles=[[0, 1, 0.0, 0.0]] * 10**6), f"1000000 muscles; allowed 1 to {MAX_MUSCLES}"),
     (walker(muscles=[]), "0 muscles"),
     (walker(joints="0,0;6,0;3,4"), "joints must be a list"),
     (walker(joints={"0": [0, 0]}), "joints must be a list"),
@@ -90,6 +90,15 @@ HOSTILE = [
     (walker(muscles=[[0, 1, 0.5, math.inf]]), "muscle 0 phase is not finite"),
     (walker(muscles=[[0, 1, 0.5, "0"]]), "muscle 0 phase must be a number"),
     (walker(muscles=[[0, 1, 0.5, nested(100_000)]]), "muscle 0 phase must be a number, got a list"),
+    # the counts of dropped degenerate elements
+    (walker(dropped="many"), "dropped must be a dict of counts, got 'many'"),
+    (walker(dropped=nested(100_000)), "dropped must be a dict of counts, got a list of length 1"),
+    (walker(dropped={"self_muscles": 1, "bogus": 2}), "dropped has unexpected key 'bogus'"),
+    (walker(dropped={"self_muscles": -1}), "dropped self_muscles must be a count, got -1"),
+    (walker(dropped={"merged_joints": True}), "dropped merged_joints must be a count, got True"),
+    (walker(dropped={"merged_joints": 2.0}), "dropped merged_joints must be a count, got 2.0"),
+    (walker(dropped={"merged_joints": 10**30}), "dropped merged_joints must be a count, got a huge int"),
+    (walker(dropped=deep_dict(100_000)), "dropped has unexpected key 'x'"),
 ]
 
 
@@ -115,7 +124,7 @@ def test_a_catapult_is_caught_as_a_blow_up():
 
 
 def test_the_largest_walker_is_scored_in_bounded_time():
-    """64 joints and 256 muscles at full amplitude: a verdict, valid or not, no crash."""
+    """64 joints and the most muscles at full swing: a verdict, valid or not, no crash."""
     joints = [[2.0 * (k % 8), 2.0 * (k // 8)] for k in range(MAX_JOINTS)]
     pairs = sorted(
         ((a, b) for a in range(MAX_JOINTS) for b in range(a + 1, MAX_JOINTS)),
@@ -133,6 +142,13 @@ def test_limits_are_inclusive():
     muscles = [[k, k + 1, 1.0 if k % 2 else 0.0, 0.0] for k in range(MAX_JOINTS - 1)]
     score = Sodarace(duration=0.5).score(walker(joints=joints, muscles=muscles))
     assert score.valid, score.invalid_reason
+
+
+def test_dropped_counts_land_in_the_extras():
+    score = Sodarace(duration=0.5).score(walker(dropped={"merged_joints": 0, "self_muscles": 3}))
+    assert score.valid, score.invalid_reason
+    assert score.extras["dropped_self_muscles"] == 3
+    assert "dropped_merged_joints" not in score.extras  # zero counts stay out
 
 
 def test_muscles_on_the_same_pair_act_in_parallel():

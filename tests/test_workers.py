@@ -185,7 +185,7 @@ def test_a_run_loses_no_batch_when_a_worker_is_killed(local_ray, tmp_path, tiny_
 
     store = RunStore.open(run_dir)
     children = list(store.candidates("iteration > 0"))
-    assert Counter(c.iteration for c in children) == {i: BATCH for i in range(1, 6)}
+    assert Counter(c.iteration for c in children) == dict.fromkeys(range(1, 6), BATCH)
     events = store.events()
     kinds = Counter(event["kind"] for event in events)
     assert kinds["batch_retry"] >= 1
@@ -217,3 +217,32 @@ def _events_until(mutator, kind: str, timeout_s: float = 120.0) -> list:
             return events
         time.sleep(0.2)
     raise AssertionError(f"no {kind} event in {timeout_s} s: {events}")
+
+
+@pytest.mark.ray
+def test_swapped_weights_serve_the_parts_that_follow_and_survive_a_worker_restart(local_ray, tmp_path,
+                                                                                 tiny_codegen_dir):
+    from elm.mutation.scratch_model import build_tiny_codegen
+
+    other = build_tiny_codegen(tmp_path / "other", seed=1)
+    mutator = open_diff_mutator(_config(tiny_codegen_dir))
+    try:
+        before = mutator.submit(_requests(4))
+        mutator.load_model(str(other), 1)
+        after = mutator.submit(_requests(4))
+        assert {c.extras["model_version"] for c in mutator.collect(before)} == {0}
+        assert {c.extras["model_version"] for c in mutator.collect(after)} == {1}
+
+        os.kill(_pid_of("diff-worker-0"), signal.SIGKILL)  # Ray restarts it with its first weights
+        mutator.collect(mutator.submit(_requests(8)))  # its part is retried on the other worker
+        _events_until(mutator, "worker_restart")
+        children = mutator.collect(mutator.submit(_requests(8)))
+        assert {c.extras["worker"] for c in children} == {"diff-worker-0", "diff-worker-1"}
+        assert {c.extras["model_version"] for c in children} == {1}
+        mutator.load_model(str(tmp_path / "absent"), 2)
+        children = mutator.collect(mutator.submit(_requests(4)))
+        assert {c.extras["model_version"] for c in children} == {1}  # the old weights stay
+        failed = [detail for kind, detail in _events_until(mutator, "model_load_failed") if kind == "model_load_failed"]
+        assert failed[0]["version"] == 2 and "not found" in failed[0]["reason"]
+    finally:
+        mutator.close()

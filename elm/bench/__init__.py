@@ -10,4 +10,6 @@ BENCHES = {
     "mutation": "elm.bench.mutation",
     "pipeline": "elm.bench.pipeline",
     "sodarace": "elm.bench.sodarace",
+    "serve": "elm.bench.serve",
+    "finetune": "elm.bench.finetune",
 }

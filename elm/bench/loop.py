@@ -1,11 +1,14 @@
-"""The loop's own overhead: null mutator, null environment, in-memory null sandbox, store on."""
+"""The loop's own overhead: a mutator that writes a new trivial program per child (none is
+a duplicate, so every child reaches the sandbox), null environment, in-memory null sandbox,
+store on."""
 
 from __future__ import annotations
 
 import argparse
 import tempfile
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -14,7 +17,7 @@ from elm.config import build_config
 from elm.environment import DescriptorSpace, Dimension, Environment, Program, Score
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
-from elm.mutation.gp import NullMutator
+from elm.mutation import Child, InProcessMutator, MutationRequest
 from elm.sandbox import Job, Outcome
 from elm.store import RunStore
 
@@ -28,6 +31,21 @@ class _NullEnvironment(Environment):
 
     def score(self, result: Any) -> Score:
         return Score.of(result["fitness"], result["descriptor"])
+
+
+class _SerialMutator(InProcessMutator):
+    """Child number k is `def main(): return k`: no mutation cost, never a duplicate."""
+
+    name = "serial"
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
+        first, self._next = self._next, self._next + len(requests)
+        return [Child(r.parent_id, f"def main():\n    return {first + i}\n", self.name,
+                      commit_message=r.commit_message, diff="", stage="applied")
+                for i, r in enumerate(requests)]
 
 
 class _NullSandbox:
@@ -51,23 +69,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory(prefix="elm-bench-loop-") as run_dir:
+        return measure(args.iterations, args.batch_size, run_dir)
+
+
+def measure(iterations: int, batch_size: int, run_dir: str) -> dict:
+    """Run the null loop with its store in `run_dir` (an empty folder); return the figures."""
     config = build_config({
         "environment": {"name": "null"},
-        "run": {"iterations": args.iterations, "batch_size": args.batch_size, "snapshot_every": 10},
+        "run": {"iterations": iterations, "batch_size": batch_size, "snapshot_every": 10},
         "mutation": {"operator": "null"},
         "sandbox": {"backend": "local"},
     })
     environment = _NullEnvironment()
     archive = Archive(environment.descriptor_space, config.archive)
-    with tempfile.TemporaryDirectory(prefix="elm-bench-loop-") as run_dir:
-        store = RunStore.create(run_dir, {"archive": archive.layout()})
-        evaluator = Evaluator(environment, _NullSandbox(0), config.sandbox)
-        loop = EvolutionLoop(config, environment, archive, NullMutator(), evaluator, store)
-        started = time.perf_counter()
-        loop.run()
-        elapsed = time.perf_counter() - started
-        candidates = sum(m.candidates for m in store.metrics())
-        store.close()
+    store = RunStore.create(run_dir, {"archive": archive.layout(), "environment": "null",
+                                      "config": {"run": {"iterations": iterations}}})
+    evaluator = Evaluator(environment, _NullSandbox(0), config.sandbox)
+    loop = EvolutionLoop(config, environment, archive, _SerialMutator(), evaluator, store)
+    started = time.perf_counter()
+    loop.run()
+    elapsed = time.perf_counter() - started
+    candidates = sum(m.candidates for m in store.metrics())
+    store.close()
     return {
         "candidates": candidates,
         "seconds": round(elapsed, 3),

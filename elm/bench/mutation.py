@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # CodeGen-350M-mono (Salesforce/codegen-350M-mono) as published.
-CODEGEN_350M = {
+CODEGEN_350M: dict[str, Any] = {
     "vocab_size": 51200,
     "n_positions": 2048,
     "n_ctx": 2048,

@@ -11,8 +11,9 @@ evaluating a batch takes as long as generating one. That time is CPU work (`--ev
 burn`, the default; on a small machine the two stages then compete for cores) or a wait
 (`sleep`, as when candidates run on cores or machines the model does not use). With
 random weights almost no diff applies, and a child without a program is never evaluated,
-so a child whose diff did not apply is evaluated as its parent's program (marked
-`bench_source: parent`): evaluation costs what it would with a trained model.
+so a child whose diff did not apply is evaluated as its parent's program plus a numbered
+no-op line, which keeps it from being reused as an unchanged copy (marked `bench_source:
+parent`): evaluation costs what it would with a trained model.
 
 The sequential run splits into its two stages: the time the loop waited for the worker
 (generation) and the rest (evaluation, placement, storing); `slower_stage_s` is the
@@ -22,11 +23,13 @@ larger. Goal: pipelined_s <= 1.2 x slower_stage_s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from elm.archive import Archive
 from elm.config import ElmConfig, build_config
@@ -106,6 +109,7 @@ class _ParentWhenUnapplied:
 
     def __init__(self, mutator: Any) -> None:
         self.mutator = mutator
+        self._serial = itertools.count()
 
     def submit(self, requests: Sequence[MutationRequest]) -> Any:
         return self.mutator.submit(requests), {r.parent_id: r.source for r in requests}
@@ -115,7 +119,8 @@ class _ParentWhenUnapplied:
         children = self.mutator.collect(inner)
         for child in children:
             if child.source is None and child.parent_id in sources:
-                child.source, child.stage, child.error = sources[child.parent_id], "applied", None
+                source = f"{sources[child.parent_id]}\n_BENCH_CHILD = {next(self._serial)}\n"
+                child.source, child.stage, child.error = source, "applied", None
                 child.extras["bench_source"] = "parent"
         return children
 
@@ -199,12 +204,9 @@ def _config(args: argparse.Namespace, model: Path, in_flight: int) -> ElmConfig:
 
 
 def _tiny_codegen(folder: Path, layers: int) -> Path:
-    try:
-        from tests.tiny_codegen import build_tiny_codegen
-    except ImportError:
-        raise UserError("the pipeline bench builds its tiny model with tests/tiny_codegen.py; "
-                        "run it from the source tree") from None
     from transformers.utils import logging as transformers_logging
+
+    from elm.mutation.scratch_model import build_tiny_codegen
 
     transformers_logging.disable_progress_bar()
     try:
@@ -234,7 +236,8 @@ def _timed_run(config: ElmConfig, environment: _TimedEnvironment, mutator: _Pare
     run_dir.mkdir(parents=True)
     store = RunStore.create(run_dir, {"archive": archive.layout()})
     try:
-        loop = EvolutionLoop(config, environment, archive, mutator, Evaluator(environment, sandbox, config.sandbox), store)
+        evaluator = Evaluator(environment, sandbox, config.sandbox)
+        loop = EvolutionLoop(config, environment, archive, mutator, evaluator, store)
         started = time.perf_counter()
         try:
             loop.run()

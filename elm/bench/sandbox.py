@@ -67,9 +67,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _bare_subprocesses(job, 2, 1)
         for _ in range(args.rounds):
             jobs = _jobs(args.candidates, config)
-            seconds["pool"] += _timed(lambda: _check(pool.run_many(jobs), "pool"))
+            seconds["pool"] += _timed(lambda jobs=jobs: _check(pool.run_many(jobs), "pool"))
             jobs = _jobs(args.fresh, config)
-            seconds["fresh"] += _timed(lambda: fresh.run_many(jobs))
+            seconds["fresh"] += _timed(lambda jobs=jobs: fresh.run_many(jobs))
             seconds["subprocess"] += _timed(lambda: _bare_subprocesses(job, args.subprocesses, config.pool_size))
     finally:
         pool.close()

@@ -18,14 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from environments.sodarace import Sodarace
-from environments.sodarace.physics import simulate
-from environments.sodarace.walker import Muscle, Walker
+from elm.environment import import_builtin
+
+if TYPE_CHECKING:  # the built-ins' import name depends on the install: see import_builtin
+    from environments.sodarace import Sodarace
+    from environments.sodarace.walker import Walker
 
 _JOINT_SWEEP = (16, 32, 48, 64)
 _MUSCLE_SWEEP = (64, 128, 192, 256)
@@ -40,12 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    environment = Sodarace(duration=args.duration)
+    environment = import_builtin("sodarace").Sodarace(duration=args.duration)
     repeat = max(1, args.repeat)
     seeds = {}
     for name, result in _seed_results(environment).items():
         score = environment.score(result)
-        seconds = _fastest(lambda: environment.score(result), repeat)
+        seconds = _fastest(partial(environment.score, result), repeat)
         seeds[name] = {
             "ms": round(1000 * seconds, 2),
             "fitness": round(score.fitness, 3) if score.valid else None,
@@ -110,11 +113,12 @@ def _scaling(environment: Sodarace, repeat: int) -> list[dict]:
     """Joints swept at a fixed muscle count, then muscles (passive, then active) at 64 joints."""
     shapes = [(joints, 64, False) for joints in _JOINT_SWEEP]
     shapes += [(64, muscles, active) for muscles in _MUSCLE_SWEEP for active in (False, True)]
+    simulate = import_builtin("sodarace.physics").simulate
     rows = []
     for joints, muscles, active in shapes:
         walker = _lattice(joints, muscles, active)
         motion = simulate(walker, environment.physics)
-        seconds = _fastest(lambda: simulate(walker, environment.physics), repeat)
+        seconds = _fastest(partial(simulate, walker, environment.physics), repeat)
         rows.append({
             "joints": joints,
             "muscles": muscles,
@@ -133,8 +137,9 @@ def _lattice(joint_count: int, muscle_count: int, active: bool) -> Walker:
         key=lambda pair: (math.dist(joints[pair[0]], joints[pair[1]]), pair),
     )
     amplitude = _AMPLITUDE if active else 0.0
-    muscles = tuple(Muscle(a, b, amplitude, 0.7 * k) for k, (a, b) in enumerate(pairs[:muscle_count]))
-    return Walker(joints, muscles)
+    walkers = import_builtin("sodarace.walker")
+    muscles = tuple(walkers.Muscle(a, b, amplitude, 0.7 * k) for k, (a, b) in enumerate(pairs[:muscle_count]))
+    return walkers.Walker(joints, muscles)
 
 
 def _fit(rows: list[dict]) -> dict[str, float]:

@@ -10,9 +10,11 @@ problem found. Exit code 0: all good; 1: a seed or the contract failed; 2: bad i
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rich.console import Console
 from rich.table import Column, Table
@@ -52,6 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = env.add_subparsers(dest="env_command", required=True)
 
     listing = actions.add_parser("list", help="environments: built-in, installed entry points")
+    listing.add_argument("--json", action="store_true", help="print one JSON list")
     listing.set_defaults(handler=_list)
 
     check = actions.add_parser("check", help="run an environment's seeds through the sandbox and scoring")
@@ -64,17 +67,39 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    rows = _environment_rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
     table = Table(Column("name", no_wrap=True), Column("from", overflow="fold"), "descriptors", "seeds", "file")
-    for name, origin in sorted(available_environments().items()):
-        try:
-            environment = load_environment(name)
-            seeds = ", ".join(p.name or "?" for p in environment.seeds())
-            descriptors = ", ".join(_dimension_text(d) for d in environment.descriptor_space.dimensions)
-            table.add_row(name, origin, descriptors, seeds, environment.file_name)
-        except Exception as error:  # a broken plug-in is listed, not fatal
-            table.add_row(name, origin, f"[red]cannot load: {error}[/red]", "", "")
+    for row in rows:
+        if row["error"] is not None:
+            table.add_row(row["name"], row["from"], f"[red]cannot load: {row['error']}[/red]", "", "")
+            continue
+        descriptors = ", ".join(_dimension_text(d) for d in row["descriptors"])
+        table.add_row(row["name"], row["from"], descriptors, ", ".join(row["seeds"]), row["file"])
     Console().print(table)
     return 0
+
+
+def _environment_rows() -> list[dict[str, Any]]:
+    """One row per installed environment; one that cannot load is listed with its error."""
+    rows: list[dict[str, Any]] = []
+    for name, origin in sorted(available_environments().items()):
+        row: dict[str, Any] = {"name": name, "from": origin, "descriptors": [], "seeds": [], "file": None,
+                               "error": None}
+        try:
+            environment = load_environment(name)
+            row["seeds"] = [p.name or "?" for p in environment.seeds()]
+            row["descriptors"] = [
+                {"name": d.name, "low": d.low, "high": d.high, "bins": d.bins}
+                for d in environment.descriptor_space.dimensions
+            ]
+            row["file"] = environment.file_name
+        except Exception as error:  # a broken plug-in is listed, not fatal
+            row["error"] = str(error)
+        rows.append(row)
+    return rows
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -90,8 +115,8 @@ def _check(args: argparse.Namespace) -> int:
         console.print(f"[red]problem:[/red] {failure}", highlight=False)
         return 1
     if problems:
-        for problem in problems:
-            console.print(f"[red]problem:[/red] {problem}", highlight=False)
+        for declared in problems:
+            console.print(f"[red]problem:[/red] {declared}", highlight=False)
         return 1
     rows = _run_seeds(environment, seeds, config)
     archive = Archive(environment.descriptor_space, config.archive, qd_offset=environment.qd_offset,
@@ -207,7 +232,7 @@ def _hostile_result_problems(environment: Environment) -> list[str]:
     return problems
 
 
-def _row(seed: Program, outcome: Outcome, score: Score | None, archive: "Archive",
+def _row(seed: Program, outcome: Outcome, score: Score | None, archive: Archive,
          problem: str | None) -> list[str]:
     status = "invalid" if outcome.status == "ok" and problem else outcome.status
     if problem or score is None or score.fitness is None:
@@ -235,8 +260,8 @@ def _render(environment: Environment, seed: Program, result: Any, folder: Path,
     return []
 
 
-def _dimension_text(dimension: Any) -> str:
-    return f"{dimension.name} [{dimension.low:g}, {dimension.high:g}] x{dimension.bins}"
+def _dimension_text(dimension: dict[str, Any]) -> str:
+    return f"{dimension['name']} [{dimension['low']:g}, {dimension['high']:g}] x{dimension['bins']}"
 
 
 def _last_line(text: str) -> str:

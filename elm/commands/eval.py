@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     from elm.archive import Archive
-    from elm.config import load_config
+    from elm.config import load_config, secret_variables
     from elm.evaluator import Evaluator
     from elm.experiment import open_environment
     from elm.mutation import Child
@@ -31,7 +31,7 @@ def _eval(args: argparse.Namespace) -> int:
     environment = open_environment(config)
     archive = Archive(environment.descriptor_space, config.archive,
                       qd_offset=environment.qd_offset, seed=config.run.seed)
-    sandbox = open_sandbox(config.sandbox)
+    sandbox = open_sandbox(config.sandbox, hidden_env=secret_variables(config))
     try:
         evaluator = Evaluator(environment, sandbox, config.sandbox)
         child = Child(parent_id=None, source=source, operator="manual")

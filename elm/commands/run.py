@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 
-
 def register(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run", help="start an evolution run from a config")
     run.add_argument("config", help="experiment YAML, e.g. configs/quickstart.yaml")

@@ -1,4 +1,4 @@
-"""`elm sandbox build` and `elm sandbox run FILE`: the sandbox image and one-off runs."""
+"""`elm sandbox build` and `elm sandbox run FILE...`: the sandbox image and one-off runs."""
 
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ def _register_build(actions: Any) -> None:
         description="Build or refresh the sandbox image (and, the first time, its offline Debian base).",
     )
     build.add_argument("--config", help="experiment YAML whose sandbox.image is built")
-    build.add_argument("--image", help="image name (default: sandbox.image: $ELM_SANDBOX_IMAGE, else elm-sandbox:latest)")
+    build.add_argument("--image",
+                       help="image name (default: sandbox.image: $ELM_SANDBOX_IMAGE, else elm-sandbox:latest)")
     build.add_argument(
         "--base",
         metavar="IMAGE",
@@ -41,14 +42,18 @@ def _register_build(actions: Any) -> None:
 def _register_run(actions: Any) -> None:
     run = actions.add_parser(
         "run",
-        help="run one Python file as a candidate and print its outcome as JSON",
+        help="run Python files as candidates and print their outcomes as JSON",
         description=(
-            "Run FILE in the sandbox the way a candidate runs: its main() is called and the "
-            "outcome (status, seconds, result, stdout, error) is printed as one JSON object. "
-            "Exit code 0 when the status is ok, 1 otherwise."
+            "Run each FILE in the sandbox the way a candidate runs: its main() is called and "
+            "the outcome (file, status, seconds, result, stdout, error) is printed as one JSON "
+            "object per line, in the order of the files. The files run one after another "
+            "through the same warm pool (of --pool-size runners, default 1), as candidates of "
+            "a run do: what one leaves behind must not change the next one's outcome. "
+            "Exit code 0 when every status is ok, 1 otherwise."
         ),
     )
-    run.add_argument("file", metavar="FILE", help="a Python file that defines main()")
+    run.add_argument("files", nargs="+", metavar="FILE", help="a Python file that defines main()")
+    run.add_argument("--pool-size", type=int, metavar="N", help="runners in the pool (default 1)")
     run.add_argument("--timeout", type=float, metavar="S", help="wall-clock limit in seconds")
     run.add_argument("--memory", type=int, metavar="MB", help="memory limit in MB")
     run.add_argument("--config", help="experiment YAML whose sandbox section is used")
@@ -72,13 +77,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as problem:
-        raise UserError(f"cannot read {path}: {problem}") from None
+    sources = [(path, _read_source(path)) for path in map(Path, args.files)]
     config = _sandbox_config(args.config)
-    overrides: dict[str, Any] = {"pool_size": 1}
+    overrides: dict[str, Any] = {"pool_size": 1 if args.pool_size is None else _positive(args.pool_size, "--pool-size")}
     if args.backend:
         overrides["backend"] = args.backend
     if args.timeout is not None:
@@ -86,14 +87,23 @@ def _run(args: argparse.Namespace) -> int:
     if args.memory is not None:
         overrides["memory_mb"] = _positive(args.memory, "--memory")
     config = replace(config, **overrides)
-    job = Job({path.name: source}, path.name, timeout_s=config.timeout_s, memory_mb=config.memory_mb)
+    jobs = [Job({path.name: source}, path.name, timeout_s=config.timeout_s, memory_mb=config.memory_mb)
+            for path, source in sources]
     sandbox = open_sandbox(config)
     try:
-        outcome = sandbox.run_many([job])[0]
+        outcomes = sandbox.run_many(jobs)
     finally:
         sandbox.close()
-    print(json.dumps({**outcome.as_dict(), **outcome.extras}))
-    return 0 if outcome.status == "ok" else 1
+    for (path, _), outcome in zip(sources, outcomes):
+        print(json.dumps({"file": str(path), **outcome.as_dict(), **outcome.extras}))
+    return 0 if all(outcome.status == "ok" for outcome in outcomes) else 1
+
+
+def _read_source(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as problem:
+        raise UserError(f"cannot read {path}: {problem}") from None
 
 
 def _sandbox_config(config_path: str | None) -> SandboxConfig:

@@ -8,8 +8,10 @@ stage it reached and the reason, so every outcome is counted.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from elm.config import ElmConfig
@@ -17,6 +19,29 @@ if TYPE_CHECKING:
 
 # The validity funnel, in order. Mutators report up to "applied"; the loop adds the rest.
 STAGES = ("generated", "parsed", "applied", "compiled", "ran", "scored", "placed")
+# Where a child leaves the funnel after "applied" without being evaluated, because its
+# program was evaluated before: as its parent (`unchanged`) or as another candidate.
+REUSED_STAGES = ("unchanged", "duplicate")
+# The funnel as stored and shown: the stages in order, the reused ones after "applied".
+FUNNEL = STAGES[:3] + REUSED_STAGES + STAGES[3:]
+
+
+def funnel_from_stops(stopped_at: Mapping[str, int]) -> dict[str, int]:
+    """How many candidates reached each funnel stage, from how many stopped at each: one
+    counts for every stage up to where it stopped; an `unchanged` or `duplicate` one passed
+    "applied" and stopped there, not evaluated. Stages outside the funnel are not counted."""
+    applied = STAGES.index("applied")
+    reached: Counter[int] = Counter()
+    for stage, count in stopped_at.items():
+        if stage in REUSED_STAGES:
+            reached[applied] += count
+        elif stage in STAGES:
+            reached[STAGES.index(stage)] += count
+    counts, running = {stage: stopped_at.get(stage, 0) for stage in REUSED_STAGES}, 0
+    for index in reversed(range(len(STAGES))):
+        running += reached[index]
+        counts[STAGES[index]] = running
+    return {stage: counts[stage] for stage in FUNNEL}
 
 
 @dataclass(frozen=True)
@@ -86,7 +111,7 @@ class InProcessMutator:
         pass
 
 
-def make_mutator(config: "ElmConfig", environment: "Environment") -> Mutator:
+def make_mutator(config: ElmConfig, environment: Environment) -> Mutator:
     operator = config.mutation.operator
     if operator == "gp":
         from elm.mutation.gp import GPMutator
@@ -96,6 +121,10 @@ def make_mutator(config: "ElmConfig", environment: "Environment") -> Mutator:
         from elm.mutation.gp import NullMutator
 
         return NullMutator()
+    if operator == "diff" and config.mutation.backend == "openai":
+        from elm.mutation.served import ServedMutator
+
+        return ServedMutator(config.mutation)
     if operator == "diff":
         from elm.mutation.workers import open_diff_mutator
 

@@ -19,8 +19,8 @@ whatever the diff uses; a source with mixed endings is patched byte for byte.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 EOS_TOKENS = ("<|endoftext|>",)
 RECORD_TAGS = ("<NME>", "<BEF>", "<MSG>", "<DFF>")
@@ -356,3 +356,24 @@ def _split_lines(text: str) -> list[str]:
 
 def _uses_crlf_throughout(text: str) -> bool:
     return "\r\n" in text and text.count("\n") == text.count("\r\n")
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+def unified_diff(before: str, after: str, context: int = 3) -> str:
+    """The hunks turning `before` into `after`, as the diff model writes them after `<DFF>`:
+    no `---`/`+++` file header, a "\\ No newline at end of file" marker where a side's
+    last line has none. Empty when the texts are equal."""
+    import difflib
+
+    lines = difflib.unified_diff(
+        _split_lines(before), _split_lines(after), n=context, lineterm="\n")
+    body = []
+    for line in lines:
+        if line.startswith(("--- ", "+++ ")) and not body:
+            continue  # the file header comes first: the model's diffs have none
+        if not line.endswith("\n"):
+            line += "\n" + _NO_NEWLINE_MARKER + " No newline at end of file\n"
+        body.append(line)
+    return "".join(body)

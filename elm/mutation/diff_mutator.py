@@ -11,8 +11,8 @@ its child has stage "skipped" and the token count in `error`.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from elm.config import MutationConfig
 from elm.errors import UserError
@@ -110,24 +110,7 @@ class DiffMutator(InProcessMutator):
         ]
 
     def _child(self, request: MutationRequest, generated: str, generate_s: float) -> Child:
-        started = time.perf_counter()
-        diff = extract_diff(generated)
-        child = Child(
-            parent_id=request.parent_id,
-            source=None,
-            operator=self.name,
-            commit_message=request.commit_message,
-            diff=diff,
-            timings={"generate_s": generate_s},
-        )
-        try:
-            child.source = apply_diff(request.source, diff)
-            child.stage = "applied"
-        except DiffError as error:
-            child.stage = _STAGE_REACHED[error.stage]
-            child.error = str(error)
-        child.timings["apply_s"] = time.perf_counter() - started
-        return child
+        return child_from_diff(request, extract_diff(generated), self.name, {"generate_s": generate_s})
 
     def _skipped(self, group: _PromptGroup) -> list[Child]:
         return [
@@ -141,3 +124,26 @@ class DiffMutator(InProcessMutator):
             )
             for request in group.requests
         ]
+
+
+def child_from_diff(request: MutationRequest, diff: str, operator: str, timings: dict[str, float]) -> Child:
+    """The child of applying a model's `diff` to the request's parent, at the funnel stage
+    it reached: "generated" (the diff did not parse), "parsed" (it did not apply) or
+    "applied" (a new source)."""
+    started = time.perf_counter()
+    child = Child(
+        parent_id=request.parent_id,
+        source=None,
+        operator=operator,
+        commit_message=request.commit_message,
+        diff=diff,
+        timings=dict(timings),
+    )
+    try:
+        child.source = apply_diff(request.source, diff)
+        child.stage = "applied"
+    except DiffError as error:
+        child.stage = _STAGE_REACHED[error.stage]
+        child.error = str(error)
+    child.timings["apply_s"] = time.perf_counter() - started
+    return child

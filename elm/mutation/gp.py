@@ -9,7 +9,8 @@ from __future__ import annotations
 import ast
 import difflib
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -91,6 +92,7 @@ def _perturb_constant(tree: ast.Module, rng: np.random.Generator) -> str:
         return ""
     node = constants[int(rng.integers(len(constants)))]
     old = node.value
+    assert isinstance(old, (int, float))  # only numeric constants were collected
     if isinstance(old, int):
         node.value = old + int(rng.choice([-2, -1, 1, 2]))
     else:
@@ -149,7 +151,7 @@ def _swap_statements(tree: ast.Module, rng: np.random.Generator) -> str:
 
 
 def _change_operator(tree: ast.Module, rng: np.random.Generator) -> str:
-    slots = []
+    slots: list[tuple[Any, Any, Any]] = []  # (owner, attribute or index, operator)
     for node in ast.walk(tree):
         if isinstance(node, (ast.BinOp, ast.BoolOp)):
             slots.append((node, "op", node.op))

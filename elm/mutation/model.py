@@ -1,10 +1,12 @@
 """The diff model: load a causal LM with its tokenizer and sample many children per prompt.
 
 Sampling shares one prefill among all samples of a prompt: the prompts run once as a
-left-padded batch, the KV cache is expanded to one row per sample, and a small decode loop
-draws the new tokens. Each sample has its own random generator seeded from its own seed, so
-its tokens depend on that seed, not on which other samples share the batch (up to the
-rounding differences batch shapes can cause). A sample stops at the end-of-text token or
+left-padded batch, the KV cache is expanded to one row per sample into tensors sized for
+the whole generation (`_PreallocatedCache`: a decode step writes one column in place
+instead of copying the cache to append it), and a small decode loop draws the new tokens.
+Each sample has its own random generator seeded from its own seed, so its tokens depend
+on that seed, not on which other samples share the batch (up to the rounding differences
+batch shapes can cause). A sample stops at the end-of-text token or
 when a new `<NME>` record starts; finished samples leave the batch.
 
 Weights come from a hub id or a local folder. The hub is offline by default
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,7 +35,6 @@ if TYPE_CHECKING:
 
 RECORD_START = "<NME>"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model")
-_DTYPE_NAMES = ("float32", "bfloat16", "float16")
 # Enough trailing tokens to contain a whole RECORD_START, however it was split.
 _RECORD_START_TAIL_TOKENS = 2 * len(RECORD_START)
 
@@ -58,7 +60,7 @@ class Generation:
         return sum(len(sample) for samples in self.tokens for sample in samples)
 
 
-def resolve_device(device: str = "auto") -> "torch.device":
+def resolve_device(device: str = "auto") -> torch.device:
     """`auto` picks the GPU when there is one; an unusable request is a ModelLoadError."""
     import torch
 
@@ -73,7 +75,7 @@ def resolve_device(device: str = "auto") -> "torch.device":
     return resolved
 
 
-def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto` is bfloat16 (float16 without bf16 support) on GPU, float32 on CPU.
 
     Most CPUs have no native bfloat16 matrix units; there bfloat16 runs several times slower
@@ -85,8 +87,6 @@ def resolve_dtype(dtype: str, device: "torch.device") -> "torch.dtype":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    if dtype not in _DTYPE_NAMES:
-        raise ModelLoadError(f"mutation.dtype must be one of auto, {', '.join(_DTYPE_NAMES)}; got {dtype!r}")
     if dtype == "float16" and device.type == "cpu":
         raise ModelLoadError("mutation.dtype float16 is not supported on CPU; use bfloat16 or float32")
     return getattr(torch, dtype)
@@ -103,7 +103,7 @@ class DiffModel:
         self.pad_token_id = _pad_token_id(model, tokenizer)
 
     @classmethod
-    def load(cls, name_or_path: str, dtype: str = "auto", device: str = "auto") -> "DiffModel":
+    def load(cls, name_or_path: str, dtype: str = "auto", device: str = "auto") -> DiffModel:
         """Load from a local folder or a hub id; any failure is one ModelLoadError line."""
         torch_device = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, torch_device)
@@ -113,7 +113,7 @@ class DiffModel:
         return cls(model.to(torch_device), tokenizer, name=str(name_or_path))
 
     @property
-    def device(self) -> "torch.device":
+    def device(self) -> torch.device:
         return self.model.device
 
     @property
@@ -219,7 +219,7 @@ def derive_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([seed, *keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-def filter_top_p(logits: "torch.Tensor", top_p: float) -> "torch.Tensor":
+def filter_top_p(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     """Keep the smallest set of most likely tokens whose probability reaches `top_p`."""
     import torch
 
@@ -235,8 +235,8 @@ def filter_top_p(logits: "torch.Tensor", top_p: float) -> "torch.Tensor":
 
 
 def sample_from_logits(
-    logits: "torch.Tensor", temperature: float, top_p: float, uniforms: "torch.Tensor"
-) -> "torch.Tensor":
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor
+) -> torch.Tensor:
     """One token per row by inverse transform: row i takes the token where the cumulative
     probability first exceeds `uniforms[i]` (uniform in [0, 1), drawn from its own seed)."""
     import torch
@@ -277,7 +277,7 @@ class _DecodeRun:
 
     def run(self, max_new_tokens: int, min_new_tokens: int) -> Generation:
         started = time.perf_counter()
-        logits, cache, attention_mask, positions = self._prefill()
+        logits, cache, attention_mask, positions = self._prefill(max_new_tokens)
         prefilled = time.perf_counter()
         active = list(range(len(self.outputs)))
         for step in range(max_new_tokens):
@@ -289,48 +289,41 @@ class _DecodeRun:
                 break
             if not all(still_running):
                 keep = [row for row, running in enumerate(still_running) if running]
-                active, tokens, attention_mask, positions = _select_rows(
-                    keep, active, tokens, attention_mask, positions
-                )
-                cache.batch_select_indices(self._index(keep))
-            logits, attention_mask, positions = self._step(tokens, cache, attention_mask, positions)
+                active, tokens, positions = _select_rows(keep, active, tokens, positions)
+                cache.keep_rows(self._index(keep))
+            logits, positions = self._step(tokens, cache, positions)
         finished = time.perf_counter()
         return Generation(self._grouped_outputs(), prefilled - started, finished - prefilled)
 
-    def _prefill(self):
-        import torch
+    def _prefill(self, max_new_tokens: int):
         from transformers import DynamicCache
 
         input_ids, attention_mask = _left_pad(self.prompt_ids, self.owner.pad_token_id, self.device)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        prefill_cache = DynamicCache(config=self.model.config)
         output = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=positions,
-            cache=cache,
+            cache=prefill_cache,
             use_cache=True,
             logits_to_keep=1,
         )
         rows = self._index([prompt for prompt, count in enumerate(self.counts) for _ in range(count)])
-        cache.batch_select_indices(rows)
+        cache = _PreallocatedCache(prefill_cache, rows, attention_mask[rows], max_new_tokens, self.model.dtype)
         logits = output.logits[:, -1, :].float()[rows]
         return logits, cache, attention_mask[rows], positions[rows, -1:]
 
-    def _step(self, tokens, cache, attention_mask, positions):
-        import torch
-
-        new_column = attention_mask.new_ones((attention_mask.shape[0], 1))
-        attention_mask = torch.cat([attention_mask, new_column], dim=-1)
+    def _step(self, tokens, cache: _PreallocatedCache, positions):
         positions = positions + 1
         output = self.model(
             input_ids=tokens[:, None],
-            attention_mask=attention_mask,
+            attention_mask=cache.next_mask(),
             position_ids=positions,
             cache=cache,
             use_cache=True,
         )
-        return output.logits[:, -1, :].float(), attention_mask, positions
+        return output.logits[:, -1, :].float(), positions
 
     def _draw(self, logits, active: list[int]):
         import torch
@@ -368,11 +361,68 @@ class _DecodeRun:
         return grouped
 
 
-def _select_rows(keep: list[int], active: list[int], tokens, attention_mask, positions):
+def _select_rows(keep: list[int], active: list[int], tokens, positions):
     import torch
 
     index = torch.tensor(keep, dtype=torch.long, device=tokens.device)
-    return [active[row] for row in keep], tokens[index], attention_mask[index], positions[index]
+    return [active[row] for row in keep], tokens[index], positions[index]
+
+
+class _PreallocatedCache:
+    """Every layer's keys and values in tensors with room for all new tokens: each decode
+    step writes its column in place, so no step copies the cache (a growing cache copies
+    all of it to append one column). The model is given a ready 4-D additive mask, so
+    it never asks this cache for sizes; positions come from the caller (left padding)."""
+
+    def __init__(self, prefilled, rows, prompt_mask, max_new_tokens: int, dtype) -> None:
+        import torch
+
+        width = prompt_mask.shape[1]
+        self.capacity = width + max_new_tokens
+        self.keys: list = []
+        self.values: list = []
+        for layer in prefilled.layers:
+            self.keys.append(_room_for(layer.keys.index_select(0, rows), self.capacity))
+            self.values.append(_room_for(layer.values.index_select(0, rows), self.capacity))
+        self.filled = width  # columns written by every layer
+        self.visible = torch.zeros((len(rows), self.capacity), dtype=torch.bool, device=prompt_mask.device)
+        self.visible[:, :width] = prompt_mask.bool()
+        self.blocked = torch.finfo(dtype).min
+        self.dtype = dtype
+
+    def next_mask(self):
+        """The additive mask of the next step: the prompt's real tokens, every token drawn
+        so far and the one being fed now."""
+        import torch
+
+        self.visible[:, self.filled] = True
+        zero = torch.zeros((), dtype=self.dtype, device=self.visible.device)
+        blocked = torch.full((), self.blocked, dtype=self.dtype, device=self.visible.device)
+        return torch.where(self.visible, zero, blocked)[:, None, None, :]
+
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        column = self.filled
+        self.keys[layer_idx][:, :, column:column + 1].copy_(key_states)
+        self.values[layer_idx][:, :, column:column + 1].copy_(value_states)
+        if layer_idx == len(self.keys) - 1:
+            self.filled += 1
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def keep_rows(self, index) -> None:
+        """Only these rows go on (the others' samples ended)."""
+        self.keys = [keys.index_select(0, index) for keys in self.keys]
+        self.values = [values.index_select(0, index) for values in self.values]
+        self.visible = self.visible.index_select(0, index)
+
+
+def _room_for(states, capacity: int):
+    """`states` (rows, heads, length, width) copied into zeros with `capacity` positions."""
+    import torch
+
+    rows, heads, length, width = states.shape
+    room = torch.zeros((rows, heads, capacity, width), dtype=states.dtype, device=states.device)
+    room[:, :, :length].copy_(states)
+    return room
 
 
 def _left_pad(prompt_ids, pad_id: int, device):
@@ -447,7 +497,7 @@ def _load_tokenizer(name_or_path: str, source: str):
     return tokenizer
 
 
-def _load_weights(name_or_path: str, source: str, dtype: "torch.dtype"):
+def _load_weights(name_or_path: str, source: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     try:

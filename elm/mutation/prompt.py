@@ -9,8 +9,9 @@ choices; a config's `mutation.commit_messages` replaces them with equally weight
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Real
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,7 +42,7 @@ def choose_commit_messages(
     return [messages[index].text for index in picks]
 
 
-def commit_messages_for(config: "ElmConfig", environment: "Environment") -> tuple[CommitMessage, ...]:
+def commit_messages_for(config: ElmConfig, environment: Environment) -> tuple[CommitMessage, ...]:
     """The config's messages (equal weights) if it names any, else the environment's."""
     override = config.mutation.commit_messages
     if override is not None:

@@ -24,8 +24,9 @@ import dataclasses
 import os
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from elm.cluster import check_worker_resources, error_reason, join_cluster, leave_cluster
 from elm.errors import UserError
@@ -55,13 +56,15 @@ class WorkerUnusable(WorkerError):
 class DiffWorker:
     """A Ray actor holding one copy of the diff model (created through `ray.remote`)."""
 
-    def __init__(self, name: str, settings: "MutationConfig") -> None:
+    def __init__(self, name: str, settings: MutationConfig) -> None:
         from elm.mutation.diff_mutator import DiffMutator
         from elm.mutation.model import DiffModel
 
         self.name = name
+        self.settings = settings
         self.load_error: str | None = None
         self.mutator: DiffMutator | None = None
+        self.model_version = 0
         try:
             model = DiffModel.load(settings.model, dtype=settings.dtype, device=settings.device)
             self.mutator = DiffMutator(model, settings)
@@ -81,8 +84,23 @@ class DiffWorker:
         if self.mutator is None:
             raise WorkerUnusable(f"{self.name} has no model: {self.load_error}")
         children = self.mutator.propose(requests)
+        for child in children:
+            child.extras["model_version"] = self.model_version
         busy_s = time.perf_counter() - started
         return children, {"queue_s": max(0.0, started_at - submitted_at), "busy_s": busy_s}
+
+    def load_model(self, model: str, version: int) -> str | None:
+        """Swap in other weights for the parts that follow; None, or why the old ones stay."""
+        from elm.mutation.diff_mutator import DiffMutator
+        from elm.mutation.model import DiffModel
+
+        settings = dataclasses.replace(self.settings, model=model)
+        try:
+            mutator = DiffMutator(DiffModel.load(model, dtype=settings.dtype, device=settings.device), settings)
+        except UserError as error:
+            return " ".join(str(error).split())
+        self.mutator, self.model_version, self.load_error = mutator, version, None
+        return None
 
 
 @dataclass
@@ -113,7 +131,7 @@ class _Slot:
     lost: bool = False
 
 
-def open_diff_mutator(config: "ElmConfig") -> "RayDiffMutator":
+def open_diff_mutator(config: ElmConfig) -> RayDiffMutator:
     """Start the workers (each loads `config.mutation.model`); ready when this returns."""
     return RayDiffMutator(config)
 
@@ -138,12 +156,14 @@ class RayDiffMutator:
 
     name = "diff"
 
-    def __init__(self, config: "ElmConfig") -> None:
+    def __init__(self, config: ElmConfig) -> None:
         self._shape = config.workers  # workers.*: how many, what each reserves, retries
         self.retries = 0
         self._events: list[Event] = []
         self._slots: list[_Slot] = []
         self._closed = False
+        self._model: tuple[str, int] | None = None  # swapped-in weights: (folder, version)
+        self._loading: list[tuple[str, Any, tuple[str, int]]] = []  # (worker, ref, model)
         settings = _worker_settings(config.mutation, config.workers)
         join_cluster(config)
         try:
@@ -179,8 +199,36 @@ class RayDiffMutator:
 
     def take_events(self) -> list[Event]:
         self._check_pings()
+        self._check_loads()
         events, self._events = self._events, []
         return events
+
+    def load_model(self, model: str, version: int) -> None:
+        """Every worker swaps to the weights in `model` after the parts already sent to it;
+        the children it writes from then on carry `version`. Returns at once; a worker
+        that cannot load them keeps its weights, and says so in a `model_load_failed` event."""
+        self._model = (model, version)
+        for slot in self._slots:
+            if not slot.lost:
+                self._loading.append((slot.name, slot.actor.load_model.remote(model, version), self._model))
+
+    def _check_loads(self) -> None:
+        import ray
+        from ray.exceptions import RayActorError
+
+        if not self._loading:
+            return
+        ready, _ = ray.wait([ref for _, ref, _ in self._loading], num_returns=len(self._loading), timeout=0)
+        for entry in [entry for entry in self._loading if entry[1] in ready]:
+            self._loading.remove(entry)
+            worker, ref, (model, version) = entry
+            try:
+                problem = ray.get(ref)
+            except RayActorError as error:  # its restart reloads the model (see _check_pings)
+                problem = error_reason(error)
+            if problem:
+                self._events.append(("model_load_failed", {"worker": worker, "version": version,
+                                                           "model": model, "reason": problem}))
 
     def close(self) -> None:
         import ray
@@ -201,7 +249,7 @@ class RayDiffMutator:
 
     # -- starting ---------------------------------------------------------------------------
 
-    def _start_workers(self, settings: "MutationConfig") -> None:
+    def _start_workers(self, settings: MutationConfig) -> None:
         import ray
 
         options = {
@@ -337,9 +385,11 @@ class RayDiffMutator:
                 self._events.append(("worker_restart", {"worker": slot.name, "pid_before": slot.pid,
                                                          "pid_after": info["pid"], "node": info["node"]}))
                 slot.pid = info["pid"]
+                if self._model is not None:  # Ray restarts it with the weights it started with
+                    self._loading.append((slot.name, slot.actor.load_model.remote(*self._model), self._model))
 
 
-def _worker_settings(settings: "MutationConfig", workers: "WorkersConfig") -> "MutationConfig":
+def _worker_settings(settings: MutationConfig, workers: WorkersConfig) -> MutationConfig:
     """The mutation settings a worker loads with: a worker that reserves no GPU runs on CPU
     (Ray leaves every GPU visible to it, so `auto` would take one unreserved)."""
     if workers.num_gpus > 0:

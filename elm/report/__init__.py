@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from elm.errors import UserError
 from elm.report.run import ArchiveState, Run, open_run
 
-__all__ = ["open_run", "Run", "write_report", "write_comparison", "ReportFiles", "DEFAULT_RENDERS"]
+__all__ = ["DEFAULT_RENDERS", "ReportFiles", "Run", "open_run", "write_comparison", "write_report"]
 
 REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"

@@ -12,31 +12,25 @@ import base64
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from html import escape
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex
 
+from elm.report import failures
 from elm.report.plots import CMAP
 from elm.report.renders import Renders
 from elm.report.run import ArchiveState, Run
-from elm.report.views import (
-    candidate_dict,
-    failures_view,
-    fmt_number,
-    fmt_percent,
-    progress_text,
-    seed_funnel_text,
-)
+from elm.report.views import candidate_dict, fmt_number, fmt_percent, progress_text, seed_funnel_text
 from elm.store import CandidateRecord
 
 _POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
 _EXTRAS_LIMIT = 4096
-_FAILURE_ROWS = 30
 
 
 def run_page(run: Run, state: ArchiveState, records: Mapping[int, CandidateRecord],
@@ -53,13 +47,13 @@ def run_page(run: Run, state: ArchiveState, records: Mapping[int, CandidateRecor
         "render_notes": renders.notes,
         "num_elites": state.num_elites,
     }
-    failures = failures_view(run)
     body = "\n".join([
         _header(run, summary),
         _problems(run.problems),
         _overview(summary),
-        _failures_section(failures),
+        _failures_section(failures.failures_view(run)),
         _archive_section(state),
+        _messages_section(run),
         _plots_section(plots),
     ])
     return _page(f"elm report: {run.name}", body, data, script=True)
@@ -136,31 +130,70 @@ def _overview(summary: dict[str, Any]) -> str:
         [stage, count, fmt_percent(count / generated if generated else None)]
         for stage, count in summary["funnel"].items()
     ], table_id="funnel")
+    by_version = summary.get("funnel_by_model_version") or {}
+    versions = ""
+    if len(by_version) > 1:
+        stages = list(next(iter(by_version.values())))
+        versions = "<div><h2>Funnel per model version</h2>" + _table(["version", *stages], [
+            [version, *(f"{count} ({fmt_percent(count / funnel['generated'] if funnel['generated'] else None)})"
+                        for count in funnel.values())]
+            for version, funnel in by_version.items()
+        ], table_id="funnel-by-version") + "</div>"
     seeds = f"<p class='sub' id='seed-funnel'>{escape(seed_funnel_text(summary['seed_funnel']))}</p>"
     return (f"<section id='overview' class='cards'>"
             f"<div><h2>Archive</h2>{archive}</div>"
             f"<div><h2>Candidates ({summary['candidates']})</h2>{statuses}</div>"
-            f"<div><h2>Validity funnel of the children</h2>{funnel}{seeds}</div></section>")
+            f"<div><h2>Validity funnel of the children</h2>{funnel}{seeds}</div>{versions}"
+            f"{_tokens_card(summary.get('tokens'))}</section>")
 
 
-def _failures_section(failures: dict[str, Any]) -> str:
-    share = fmt_percent(failures["failed"] / failures["candidates"] if failures["candidates"] else None)
+def _failures_section(data: dict[str, Any]) -> str:
     head = (f"<section id='failures'><h2>Why candidates failed</h2>"
-            f"<p class='sub'>{failures['failed']} of {failures['candidates']} candidates failed ({share}).</p>")
-    if not failures["failed"]:
+            f"<p class='sub'>{escape(failures.headline(data))}.</p>")
+    if not data["failed"]:
         return head + "</section>"
     statuses = _table(["status", "count", "example candidate"],
-                      [[r["status"], r["count"], r["example_id"]] for r in failures["statuses"]],
+                      [[r["status"], r["count"], r["example_id"]] for r in data["statuses"]],
                       table_id="failure-statuses")
-    reasons = failures["reasons"]
+    reasons = data["reasons"]
     table = _table(["status", "exception or reason", "count", "example candidate"],
-                   [[r["status"], r["reason"], r["count"], r["example_id"]] for r in reasons[:_FAILURE_ROWS]],
+                   [[r["status"], r["reason"], r["count"], r["example_id"]] for r in reasons[:failures.ROWS]],
                    table_id="failure-reasons")
-    more = len(reasons) - _FAILURE_ROWS
+    more = len(reasons) - failures.ROWS
     note = (f"<p class='sub'>... and {more} other kinds "
             f"(elm inspect RUN --failures --json lists them all).</p>") if more > 0 else ""
     return (f"{head}<div class='cards'><div><h3>By status</h3>{statuses}</div>"
             f"<div><h3>By exception type or reason</h3>{table}{note}</div></div></section>")
+
+
+def _tokens_card(tokens: dict[str, Any] | None) -> str:
+    """Model tokens spent, per placed child and priced, for runs whose model counted them."""
+    if not tokens or not (tokens["prompt"] or tokens["completion"]):
+        return ""
+    rows = [["prompt tokens", f"{tokens['prompt']:,}"], ["completion tokens", f"{tokens['completion']:,}"],
+            ["tokens per placed child", fmt_number(tokens["per_placed_child"])]]
+    if tokens.get("cost") is not None:
+        rows += [["cost", fmt_number(tokens["cost"])],
+                 ["cost per placed child", fmt_number(tokens["cost_per_placed_child"])]]
+    return f"<div><h2>Model tokens</h2>{_table(['', ''], rows, header=False, table_id='tokens')}</div>"
+
+
+def _messages_section(run: Run) -> str:
+    from elm.report.messages import COUNTS, message_selection, message_statistics
+
+    rows = message_statistics(run)
+    if not rows:
+        return ""
+    bandit = message_selection(run) == "bandit"
+    headers = ["message", "weight", *COUNTS, "placed share"] + (["expected success"] if bandit else [])
+    table = _table(headers, [
+        [r["text"], fmt_number(r["weight"]), *(r[name] for name in COUNTS), fmt_percent(r["placed_share"])]
+        + ([fmt_percent(r["posterior_mean"])] if bandit else [])
+        for r in rows
+    ], table_id="messages")
+    return (f"<section id='messages'><h2>Commit messages ({escape(message_selection(run))} selection)</h2>"
+            f"<p class='sub'>The children each message was drawn for. A GP mutation ignores the "
+            f"message, so there the figures show what chance alone gives.</p>{table}</section>")
 
 
 def _archive_section(state: ArchiveState) -> str:

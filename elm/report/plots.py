@@ -11,15 +11,15 @@ more as 2-D projections of its centroids.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from elm.mutation import STAGES
+from elm.mutation import REUSED_STAGES, STAGES
 from elm.report.run import ArchiveLayout, ArchiveState
 from elm.store import IterationMetrics
 
@@ -77,8 +77,16 @@ def funnel_figure(metrics: Sequence[IterationMetrics]) -> Figure:
     iterations = np.array([m.iteration for m in metrics])
     reached = np.array([[m.funnel.get(stage, 0) for stage in STAGES] for m in metrics], dtype=float)
     stopped = reached - np.hstack([reached[:, 1:], np.zeros((len(metrics), 1))])
-    colors = colormaps["RdYlGn"](np.linspace(0.05, 0.95, len(STAGES)))
+    # Reused children passed "applied" but were not evaluated: their own segments, in grey.
+    after = STAGES.index("applied") + 1
+    reused = np.array([[m.funnel.get(stage, 0) for stage in REUSED_STAGES] for m in metrics],
+                      dtype=float).reshape(len(metrics), len(REUSED_STAGES))
+    stopped[:, after - 1] -= reused.sum(axis=1)
+    stopped = np.hstack([stopped[:, :after], reused, stopped[:, after:]])
+    shades = colormaps["RdYlGn"](np.linspace(0.05, 0.95, len(STAGES)))
+    colors = np.vstack([shades[:after], colormaps["Greys"]([0.35, 0.55]), shades[after:]])
     labels = [f"stopped after {stage}" for stage in STAGES[:-1]] + [STAGES[-1]]
+    labels[after:after] = [f"{stage} (not evaluated)" for stage in REUSED_STAGES]
     if len(metrics) <= _MAX_BARS:
         bottom = np.zeros(len(metrics))
         for index, label in enumerate(labels):

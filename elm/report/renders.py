@@ -9,9 +9,10 @@ from __future__ import annotations
 import base64
 import mimetypes
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from elm.environment import Environment, load_environment
 from elm.store import CandidateRecord

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from elm.errors import UserError
-from elm.mutation import STAGES
-from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, RunStore, SnapshotRow
+from elm.mutation import FUNNEL, REUSED_STAGES, funnel_from_stops
+from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, MessageOutcome, RunStore, SnapshotRow
 
 T = TypeVar("T")
 
@@ -50,7 +51,7 @@ class ArchiveLayout:
     centroids: tuple[tuple[float, ...], ...] | None = None
 
     @classmethod
-    def from_meta(cls, layout: dict[str, Any]) -> "ArchiveLayout":
+    def from_meta(cls, layout: dict[str, Any]) -> ArchiveLayout:
         return cls(
             kind=str(layout["kind"]),
             names=tuple(layout["names"]),
@@ -203,7 +204,17 @@ class Run:
         for row in metrics:
             if (row.iteration == 0) == seeds:
                 totals.update(row.funnel)
-        return {stage: int(totals.get(stage, 0)) for stage in STAGES}
+        return {stage: int(totals.get(stage, 0)) for stage in FUNNEL}
+
+    def message_outcomes(self) -> list[MessageOutcome]:
+        """How the children of each drawn commit message fared, per iteration."""
+        return self._read("the commit message outcomes", self._store.message_outcomes, [])
+
+    def funnel_by_model_version(self) -> dict[str, dict[str, int]]:
+        """The validity funnel of each diff-model version's children (stage 2 swaps the
+        weights during a run); empty for runs without a diff model."""
+        counts = self._read("the funnel per model version", self._store.stage_counts_by_model_version, {})
+        return {str(version): funnel_from_stops(stages) for version, stages in counts.items()}
 
     def status_counts(self) -> dict[str, int]:
         counts = self._read("the candidate statuses", self._store.status_counts, None)
@@ -312,6 +323,7 @@ class Run:
         best_record = self.candidate(best.candidate_id) if best else None
         last = self.last_iteration
         configured = self.configured_iterations
+        funnel = self.funnel()
         return {
             "run_dir": str(self.path),
             "environment": self.environment,
@@ -323,8 +335,10 @@ class Run:
             "finished": configured is not None and last == configured,
             "candidates": sum(statuses.values()),
             "statuses": statuses,
-            "funnel": self.funnel(),
+            "funnel": funnel,
             "seed_funnel": self.funnel(seeds=True),
+            "reused_shares": reused_shares(funnel),
+            "funnel_by_model_version": self.funnel_by_model_version(),
             "archive_state": state.label,
             "cells": state.cells,
             "num_elites": state.num_elites,
@@ -337,7 +351,30 @@ class Run:
                 "file_name": best_record.file_name if best_record else None,
             },
             "snapshots": self.snapshots(),
+            "tokens": self.tokens(),
             "problems": list(self.problems),
+        }
+
+    def tokens(self) -> dict[str, Any]:
+        """Model tokens spent (served models count them): totals, per placed child, and the
+        cost when the run's config gives `mutation.price_per_mtok`."""
+        totals = self._read("the token counts", self._store.token_totals, None)
+        if totals is None:
+            return {"prompt": 0, "completion": 0, "per_placed_child": None, "cost": None,
+                    "cost_per_placed_child": None}
+        placed = totals["placed_children"]
+        spent = totals["prompt"] + totals["completion"]
+        prices = ((self.meta.get("config") or {}).get("mutation") or {}).get("price_per_mtok")
+        cost = None
+        if prices and totals["counted"]:
+            cost = (totals["prompt"] * prices.get("prompt", 0.0)
+                    + totals["completion"] * prices.get("completion", 0.0)) / 1e6
+        return {
+            "prompt": totals["prompt"],
+            "completion": totals["completion"],
+            "per_placed_child": spent / placed if placed and totals["counted"] else None,
+            "cost": cost,
+            "cost_per_placed_child": cost / placed if cost is not None and placed else None,
         }
 
     # -- pandas ---------------------------------------------------------------------------
@@ -356,7 +393,7 @@ class Run:
     def close(self) -> None:
         self._store.close()
 
-    def __enter__(self) -> "Run":
+    def __enter__(self) -> Run:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -448,6 +485,12 @@ def best_per_niche(scored: Sequence[CandidateRecord]) -> list[SnapshotRow]:
             for niche, r in sorted(best.items())]
 
 
+def reused_shares(funnel: dict[str, int]) -> dict[str, float | None]:
+    """The share of generated candidates that were not evaluated, by reason."""
+    generated = funnel.get("generated") or 0
+    return {stage: funnel.get(stage, 0) / generated if generated else None for stage in REUSED_STAGES}
+
+
 def _intact(record: CandidateRecord) -> bool:
     """False for a row read from a damaged page (its required columns come back empty)."""
     return all(isinstance(v, str) and v for v in (record.status, record.stage, record.operator))
@@ -477,3 +520,4 @@ def _frame(rows: list[dict[str, Any]], record_type: type) -> Any:
     except ImportError:
         raise UserError("DataFrames need pandas: pip install 'elm[notebook]'") from None
     return pandas.DataFrame(rows, columns=list(record_type.__dataclass_fields__))
+

@@ -8,8 +8,9 @@ plain text, never as rich markup, with terminal control characters made visible.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any
 
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -18,14 +19,10 @@ from rich.table import Table
 from rich.text import Text
 
 from elm.errors import UserError
-from elm.evaluator import error_summary
 from elm.report.run import ArchiveLayout, EliteRecord, Run
 from elm.store import CandidateRecord
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Z]\w*)(?::|$)")  # "IndexError: ...", "pkg.Oops"
-_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
-_FAILURE_ROWS = 30  # kinds of failure printed; --json gives them all
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -107,49 +104,6 @@ def snapshot_view(run: Run, iteration: int) -> dict[str, Any]:
     }
 
 
-def failures_view(run: Run) -> dict[str, Any]:
-    """Why candidates failed: counts by status, and within each status by exception type
-    (the last line of the error names it) or, for `invalid`, by reason; each with the
-    first candidate of its kind as an example."""
-    statuses: dict[Any, dict[str, Any]] = {}
-    reasons: dict[Any, dict[str, Any]] = {}
-    for candidate_id, status, error in run.failed_candidates():
-        summary = error_summary(error)
-        _tally(statuses, status, candidate_id)
-        _tally(reasons, (status, failure_reason(status, summary)), candidate_id, error=summary)
-    candidates = sum(run.status_counts().values())
-    failed = sum(row["count"] for row in statuses.values())
-    return {
-        "run_dir": str(run.path),
-        "candidates": candidates,
-        "failed": failed,
-        "statuses": [{"status": status, **row} for status, row in _by_count(statuses)],
-        "reasons": [{"status": status, "reason": reason, **row} for (status, reason), row in _by_count(reasons)],
-        "problems": list(run.problems),
-    }
-
-
-def failure_reason(status: str, summary: str) -> str:
-    """What failures have in common: the exception type of an error, otherwise the message
-    with its numbers masked ("circles 3 and 7 overlap by 0.01" -> "circles # and # overlap by #")."""
-    exception = _EXCEPTION.match(summary)
-    if status != "invalid" and exception:
-        return exception.group(1)
-    return _NUMBER.sub("#", summary)[:160]
-
-
-def _tally(table: dict[Any, dict[str, Any]], key: Any, candidate_id: int, **example: Any) -> None:
-    """Count one more under `key`; the first candidate counted is the example."""
-    if key in table:
-        table[key]["count"] += 1
-    else:
-        table[key] = {"count": 1, "example_id": candidate_id, **example}
-
-
-def _by_count(table: dict[Any, dict[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
-    return sorted(table.items(), key=lambda item: (-item[1]["count"], item[1]["example_id"]))
-
-
 def candidate_dict(record: CandidateRecord, layout: ArchiveLayout | None,
                    source: bool = True) -> dict[str, Any]:
     """A candidate as JSON data (no raw result or stdout: `open_run` gives those)."""
@@ -162,6 +116,7 @@ def candidate_dict(record: CandidateRecord, layout: ArchiveLayout | None,
                         if layout is not None and record.niche is not None else None),
         "placement": record.placement, "commit_message": record.commit_message,
         "diff": record.diff, "file_name": record.file_name,
+        "tokens": record.extras.get("tokens"),
     }
     if source:
         data["source"] = record.source
@@ -209,6 +164,12 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
         statuses.add_row(Text(_printable(str(status))), str(count))
     console.print(Group(archive, statuses, _funnel_table(data["funnel"]),
                         Text(seed_funnel_text(data["seed_funnel"]))))
+    tokens = data.get("tokens") or {}
+    if tokens.get("prompt") or tokens.get("completion"):
+        console.print(Text(token_text(tokens)))
+    by_version = data.get("funnel_by_model_version") or {}
+    if len(by_version) > 1:
+        console.print(_funnel_by_version_table(by_version))
 
     best = data["best"]
     if best is None:
@@ -273,33 +234,7 @@ def lineage_title(candidate_id: int, mutations: int, complete: bool) -> str:
     if complete and mutations == 0:
         return f"Lineage of candidate {candidate_id}: a seed"
     start = "a seed" if complete else "the earliest candidate still in the store"
-    return f"Lineage of candidate {candidate_id}: {_count(mutations, 'mutation')} from {start}"
-
-
-def print_failures(console: Console, data: dict[str, Any]) -> None:
-    _print_problems(console, data)
-    share = fmt_percent(data["failed"] / data["candidates"] if data["candidates"] else None)
-    console.print(Text(f"{data['run_dir']}: {data['failed']} of {data['candidates']} candidates "
-                       f"failed ({share})", style="bold"))
-    if not data["failed"]:
-        return
-    statuses = Table(title="By status", title_justify="left")
-    for name, justify in (("status", "left"), ("count", "right"), ("example candidate", "right")):
-        statuses.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for row in data["statuses"]:
-        statuses.add_row(Text(_printable(row["status"])), str(row["count"]), str(row["example_id"]))
-    reasons = Table(title="By exception type or reason", title_justify="left")
-    for name, justify in (("status", "left"), ("exception or reason", "left"), ("count", "right"),
-                          ("example candidate", "right")):
-        reasons.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for row in data["reasons"][:_FAILURE_ROWS]:
-        reasons.add_row(Text(_printable(row["status"])), Text(_printable(row["reason"])),
-                        str(row["count"]), str(row["example_id"]))
-    console.print(statuses, reasons)
-    hidden = len(data["reasons"]) - _FAILURE_ROWS
-    if hidden > 0:
-        console.print(Text(f"... and {_count(hidden, 'other kind')} (--json lists them all)"))
-    console.print(Text(f"elm inspect {data['run_dir']} --lineage ID shows a candidate's error and diff"))
+    return f"Lineage of candidate {candidate_id}: {count_text(mutations, 'mutation')} from {start}"
 
 
 def seed_funnel_text(funnel: dict[str, int]) -> str:
@@ -330,6 +265,18 @@ def _funnel_table(funnel: dict[str, int]) -> Table:
     generated = funnel.get("generated") or 0
     for stage, count in funnel.items():
         table.add_row(stage, str(count), fmt_percent(count / generated if generated else None))
+    return table
+
+
+def _funnel_by_version_table(by_version: dict[str, dict[str, int]]) -> Table:
+    table = Table(title="Validity funnel per diff-model version", title_justify="left")
+    table.add_column("version", justify="right")
+    for stage in next(iter(by_version.values())):
+        table.add_column(stage, justify="right")
+    for version, funnel in by_version.items():
+        generated = funnel.get("generated") or 0
+        table.add_row(version, *(f"{count} ({fmt_percent(count / generated if generated else None)})"
+                                 for count in funnel.values()))
     return table
 
 
@@ -415,8 +362,21 @@ def progress_text(summary: dict[str, Any]) -> str:
     return text
 
 
-def _count(number: int, noun: str) -> str:
+def count_text(number: int, noun: str) -> str:
+    """"1 mutation", "2 mutations"."""
     return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def token_text(tokens: dict[str, Any]) -> str:
+    """Model tokens on one line: totals, per placed child, cost when priced."""
+    text = f"model tokens: {tokens['prompt']:,} prompt + {tokens['completion']:,} completion"
+    if tokens.get("per_placed_child") is not None:
+        text += f", {tokens['per_placed_child']:,.0f} per placed child"
+    if tokens.get("cost") is not None:
+        text += f"; cost {tokens['cost']:.4g}"
+        if tokens.get("cost_per_placed_child") is not None:
+            text += f" ({tokens['cost_per_placed_child']:.3g} per placed child)"
+    return text
 
 
 def fmt_number(value: Any) -> str:

@@ -9,8 +9,9 @@ containers (`docker`, the default) or local processes (`local`, explicit only).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from elm.errors import UserError
 
@@ -59,12 +60,14 @@ class Sandbox(Protocol):
     def close(self) -> None: ...
 
 
-def open_sandbox(config: "SandboxConfig") -> Sandbox:
-    """Open the configured backend. Never falls back to another backend."""
+def open_sandbox(config: SandboxConfig, hidden_env: Sequence[str] = ()) -> Sandbox:
+    """Open the configured backend. Never falls back to another backend. Environment
+    variables named in `hidden_env` (secrets such as a model API key) never reach the
+    candidates: local runners start without them; containers get no host environment."""
     if config.backend == "local":
         from elm.sandbox.local import LocalSandbox
 
-        return LocalSandbox(config)
+        return LocalSandbox(config, hidden_env=hidden_env)
     if config.backend == "docker":
         from elm.sandbox.docker import DockerSandbox
 

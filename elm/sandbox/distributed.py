@@ -14,8 +14,9 @@ Ray needed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from elm.cluster import error_reason, join_cluster, leave_cluster
 from elm.sandbox import Job, Outcome, SandboxUnavailable, open_sandbox
@@ -32,7 +33,7 @@ _RESTART_POLL_S = 0.2
 class NodeEvaluator:
     """A Ray actor owning one node's sandbox (created through `ray.remote`)."""
 
-    def __init__(self, settings: "SandboxConfig") -> None:
+    def __init__(self, settings: SandboxConfig) -> None:
         self.error: str | None = None
         self.sandbox = None
         try:
@@ -77,7 +78,7 @@ class _Share:
 class DistributedSandbox:
     """`Sandbox` over one evaluator actor per alive Ray node."""
 
-    def __init__(self, config: "ElmConfig") -> None:
+    def __init__(self, config: ElmConfig) -> None:
         self.max_retries = config.workers.max_batch_retries
         self.retries = 0
         self._evaluators: list[_Evaluator] = []
@@ -125,7 +126,7 @@ class DistributedSandbox:
         self._evaluators = []
         leave_cluster()
 
-    def _start(self, config: "ElmConfig") -> None:
+    def _start(self, config: ElmConfig) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

@@ -2,8 +2,8 @@
 
 Every container runs `sandbox/runner.py` as PID 1 with no network, a read-only root, a
 small tmpfs at /scratch (the only writable place), memory with swap equal to memory, a
-CPU quota, a pids limit, every capability dropped, no-new-privileges and a non-root
-user.
+CPU quota, a pids limit, every capability dropped, no-new-privileges, a non-root user,
+an IPC namespace and a cgroup namespace of its own and a neutral hostname.
 
 The host and the runner speak one JSON line each way per job, over one of two transports
 (`sandbox.transport`):
@@ -41,13 +41,13 @@ from elm.sandbox import SandboxUnavailable
 from elm.sandbox.image import check_image
 from elm.sandbox.leftovers import owned_folder, process_exists, remove_abandoned_folders, remove_folder
 from elm.sandbox.pool import (
+    SEND_TIMEOUT_S,
     BackendLost,
     PooledSandbox,
     RunnerDeath,
     RunnerLost,
     RunnerPool,
     RunnerWedged,
-    SEND_TIMEOUT_S,
 )
 from elm.sandbox.protocol import ProtocolError, check_ready
 
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 SANDBOX_LABEL = "org.elm.sandbox"
 OWNER_LABEL = "org.elm.sandbox.owner"
 SANDBOX_USER = "10001:10001"
+SANDBOX_HOSTNAME = "sandbox"
 RUNNER_MEMORY_MB = 128  # the runner's interpreter and numpy, beside the candidate's budget
 DEFAULT_RECONNECT_S = 30.0
 READY_TIMEOUT_S = 60.0
@@ -65,7 +66,7 @@ LAUNCH_TRIES = 3
 STDERR_TAIL_BYTES = 4096
 STDERR_WAIT_S = 1.0  # for a dead runner's last words
 RUNNER_SOCKET = "/run/elm/runner.sock"  # where the runner finds the host's socket
-SOCKET_FOLDER_PREFIX = "elm-runner-socket-"  # then the host process's pid
+SOCKET_FOLDER_PREFIX = "elm-runner-socket-"  # then a random part; the owner's pid is in a file inside
 LOCAL_DAEMON_URL = "http+docker://localhost"  # the docker SDK's name for a unix-socket daemon
 HOW_TO_START = (
     "start it with `sudo scripts/install_docker.sh` (or `sudo systemctl start docker`), "
@@ -78,7 +79,7 @@ class DockerSandbox(PooledSandbox):
 
     def __init__(
         self,
-        config: "SandboxConfig",
+        config: SandboxConfig,
         reconnect_s: float = DEFAULT_RECONNECT_S,
     ) -> None:
         client = connect()
@@ -98,7 +99,7 @@ class DockerSandbox(PooledSandbox):
         return [channel.container_id for channel in self._pool.channels()]  # type: ignore[attr-defined]
 
 
-def start_container(api: Any, config: "SandboxConfig", labels: dict[str, str], streams: dict[str, int],
+def start_container(api: Any, config: SandboxConfig, labels: dict[str, str], streams: dict[str, int],
                     **options: Any) -> tuple[str, Any]:
     """Create a locked-down sandbox container (`options` go to create_container), attach
     the given streams and start it: its id and the attached socket."""
@@ -107,6 +108,7 @@ def start_container(api: Any, config: "SandboxConfig", labels: dict[str, str], s
         user=SANDBOX_USER,
         network_disabled=True,
         labels=labels,
+        hostname=SANDBOX_HOSTNAME,  # not the container's id
         stop_timeout=1,
         host_config=_locked_down(api, config, options.pop("mounts", None)),
         **options,
@@ -117,7 +119,7 @@ def start_container(api: Any, config: "SandboxConfig", labels: dict[str, str], s
     return container_id, attached
 
 
-def _locked_down(api: Any, config: "SandboxConfig", mounts: list[Any] | None) -> Any:
+def _locked_down(api: Any, config: SandboxConfig, mounts: list[Any] | None) -> Any:
     """The host config of every sandbox container (see the module docstring)."""
     memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB}m"
     scratch = f"rw,nosuid,nodev,noexec,size={config.scratch_mb}m,uid=10001,gid=10001,mode=0700"
@@ -126,6 +128,7 @@ def _locked_down(api: Any, config: "SandboxConfig", mounts: list[Any] | None) ->
         read_only=True,
         tmpfs={"/scratch": scratch},
         ipc_mode="none",
+        cgroupns="private",  # the container's cgroup paths read "/", not the container's id
         mem_limit=memory,
         memswap_limit=memory,
         nano_cpus=int(config.cpus * 1e9),
@@ -158,14 +161,14 @@ def connect() -> Any:
 class _ContainerLauncher:
     """Creates, attaches and starts locked-down runner containers."""
 
-    def __init__(self, client: Any, config: "SandboxConfig", owner: str) -> None:
+    def __init__(self, client: Any, config: SandboxConfig, owner: str) -> None:
         self.client = client
         self.api = client.api
         self.config = config
         self.owner = owner
         self.transport = choose_transport(config.transport, client)
 
-    def launch(self) -> "_ContainerChannel":
+    def launch(self) -> _ContainerChannel:
         failure = "no attempt"
         for _ in range(LAUNCH_TRIES):
             channel = self._start_container()
@@ -225,7 +228,7 @@ class _ContainerLauncher:
         except Exception:
             pass
 
-    def _start_container(self) -> "_ContainerChannel":
+    def _start_container(self) -> _ContainerChannel:
         if self.transport == "socket":
             return self._start_socket_container()
         container_id, attached = self._create_and_start(
@@ -234,7 +237,7 @@ class _ContainerLauncher:
         )
         return _AttachedChannel(self, container_id, attached)
 
-    def _start_socket_container(self) -> "_ContainerChannel":
+    def _start_socket_container(self) -> _ContainerChannel:
         listener = _RunnerSocket()
         try:
             container_id, attached = self._create_and_start(
@@ -329,7 +332,7 @@ class _ContainerChannel:
             connection = self._connection()
             connection.settimeout(timeout)
             connection.sendall(data)
-        except socket.timeout:
+        except TimeoutError:
             raise RunnerWedged("sending the job timed out") from None
         except OSError as problem:
             raise RunnerLost(str(problem)) from None
@@ -410,7 +413,7 @@ class _SocketChannel(_ContainerChannel):
     docstring); the attached stream carries only the runner's stderr."""
 
     def __init__(self, launcher: _ContainerLauncher, container_id: str, attached: Any,
-                 listener: "_RunnerSocket") -> None:
+                 listener: _RunnerSocket) -> None:
         super().__init__(launcher, container_id, attached)
         self._listener: _RunnerSocket | None = listener
         self._socket: socket.socket | None = None
@@ -469,7 +472,9 @@ class _RunnerSocket:
     """A listening unix socket in a private folder of its own, removed once used."""
 
     def __init__(self) -> None:
-        self._folder = owned_folder(SOCKET_FOLDER_PREFIX)  # mode 0700: no one else gets in
+        # Mode 0700: no one else gets in. Its path is the mount's source, which a candidate
+        # reads in /proc/self/mountinfo: the owner's pid goes in a file, not in the name.
+        self._folder = owned_folder(SOCKET_FOLDER_PREFIX, owner_in_name=False)
         self.path = str(self._folder / "runner.sock")
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -513,7 +518,7 @@ def _receive(connection: socket.socket, deadline: float) -> bytes:
     try:
         connection.settimeout(remaining)
         chunk = connection.recv(262144)
-    except socket.timeout:
+    except TimeoutError:
         raise RunnerWedged("no answer in time") from None
     except OSError as problem:
         raise RunnerLost(str(problem)) from None

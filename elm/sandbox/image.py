@@ -1,6 +1,7 @@
 """The sandbox image: where its recipe lives, whether an image is current, how to build it.
 
-The recipe is the `sandbox/` folder (Dockerfile + runner.py). Its base is either a Python
+The recipe is the `sandbox/` folder of a source checkout, shipped in a wheel as
+`elm/sandbox/runtime/` (Dockerfile + runner.py, see setup.py). Its base is either a Python
 image from a registry (`--base`) or, by default, a Debian bookworm root built offline by
 `sandbox/build_base.sh` (debootstrap + `docker import`) and cached as a local image: it
 is rebuilt only when asked. The built image carries labels with the digest of the recipe
@@ -15,8 +16,9 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from elm.sandbox import SandboxUnavailable
 
@@ -35,13 +37,16 @@ RECIPE_FILES = ("Dockerfile", ".dockerignore", "runner.py")
 
 
 def sandbox_folder() -> Path:
-    """The `sandbox/` folder of this checkout (image recipe and runner)."""
-    folder = Path(__file__).resolve().parents[2] / "sandbox"
-    if not (folder / "runner.py").is_file():
-        raise SandboxUnavailable(
-            f"the sandbox recipe folder {folder} is missing: the sandbox needs a source checkout of elm"
-        )
-    return folder
+    """The image recipe and runner next to this elm: `elm/sandbox/runtime/` when installed
+    from a wheel, the repository's `sandbox/` folder in a source checkout."""
+    here = Path(__file__).resolve().parent
+    layouts = (here / "runtime", here.parents[1] / "sandbox")
+    for folder in layouts:
+        if (folder / "runner.py").is_file():
+            return folder
+    raise SandboxUnavailable(
+        f"the sandbox runner is missing (looked in {layouts[0]} and {layouts[1]}): reinstall elm"
+    )
 
 
 def runner_path() -> Path:
@@ -174,7 +179,8 @@ def _docker_build(client: Any, image: str, base: str, recipe: str, fresh: bool) 
             nocache=fresh,
         )
     except docker.errors.BuildError as problem:
-        tail = " | ".join(str(entry.get("stream", entry.get("error", ""))).strip() for entry in list(problem.build_log)[-5:])
+        tail = " | ".join(str(entry.get("stream", entry.get("error", ""))).strip()
+                          for entry in list(problem.build_log)[-5:])
         raise SandboxUnavailable(f"building {image} failed: {problem.msg} ({tail})") from None
     return built
 

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,21 +35,22 @@ _FOLDER_PREFIX = "elm-sandbox-"  # then the owner's pid: folders of vanished own
 class LocalSandbox(PooledSandbox):
     """`Sandbox` over local runner processes."""
 
-    def __init__(self, config: "SandboxConfig") -> None:
-        self._launcher = _ProcessLauncher(config)
+    def __init__(self, config: SandboxConfig, hidden_env: Sequence[str] = ()) -> None:
+        self._launcher = _ProcessLauncher(config, hidden_env)
         self._pool = RunnerPool(self._launcher, config, reconnect_s=0.0)
         self._pool.warm_up()
 
 
 class _ProcessLauncher:
-    def __init__(self, config: "SandboxConfig") -> None:
+    def __init__(self, config: SandboxConfig, hidden_env: Sequence[str] = ()) -> None:
         self.config = config
+        self.hidden_env = frozenset(hidden_env)
         remove_abandoned_folders(_FOLDER_PREFIX)
         self.folder = owned_folder(_FOLDER_PREFIX)
         self._runner = str(runner_path())
         self._count = 0
 
-    def launch(self) -> "_ProcessChannel":
+    def launch(self) -> _ProcessChannel:
         self._count += 1
         scratch = self.folder / f"runner-{self._count}"
         stderr_path = self.folder / f"runner-{self._count}.stderr"
@@ -58,7 +60,8 @@ class _ProcessLauncher:
             command += ["--max-user-processes", str(processes)]
         with open(stderr_path, "wb") as stderr:
             process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, start_new_session=True,
+                env={name: value for name, value in os.environ.items() if name not in self.hidden_env},
             )
         channel = _ProcessChannel(process, scratch, stderr_path)
         try:

@@ -22,8 +22,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from elm.sandbox import Job, Outcome, SandboxUnavailable
 from elm.sandbox.protocol import ProtocolError, check_job, decode_answer, encode_job, max_answer_bytes
@@ -104,7 +105,7 @@ class RunnerLauncher(Protocol):
 class RunnerPool:
     """Warm runners serving `run_many` concurrently; outcomes in the order of the jobs."""
 
-    def __init__(self, launcher: RunnerLauncher, config: "SandboxConfig", reconnect_s: float) -> None:
+    def __init__(self, launcher: RunnerLauncher, config: SandboxConfig, reconnect_s: float) -> None:
         self.config = config
         self.reconnect_s = reconnect_s
         self._launcher = launcher
@@ -151,7 +152,7 @@ class RunnerPool:
             slot.discard()
         self._launcher.close()
 
-    def _serve(self, slot: "_Slot", run: "_Run") -> None:
+    def _serve(self, slot: _Slot, run: _Run) -> None:
         try:
             while (item := run.take()) is not None:
                 index, attempts = item
@@ -161,7 +162,7 @@ class RunnerPool:
         except BaseException as problem:
             run.fail(problem)
 
-    def _try(self, slot: "_Slot", run: "_Run", index: int, attempts: int) -> Outcome | None:
+    def _try(self, slot: _Slot, run: _Run, index: int, attempts: int) -> Outcome | None:
         """One attempt at one job; None when the job went back on the queue."""
         try:
             return self._attempt(slot, run.jobs[index])
@@ -177,7 +178,7 @@ class RunnerPool:
                 return Outcome("killed", lost.seconds, error=error)
         return None
 
-    def _attempt(self, slot: "_Slot", job: Job) -> Outcome:
+    def _attempt(self, slot: _Slot, job: Job) -> Outcome:
         channel = self._ready_channel(slot)
         job_id = next(self._job_ids)
         request = encode_job(job, job_id, self.config)
@@ -206,26 +207,26 @@ class RunnerPool:
             self._replace(slot, "asked to retire (leftovers it could not clear)")
         return answer.outcome
 
-    def _ready_channel(self, slot: "_Slot") -> RunnerChannel:
+    def _ready_channel(self, slot: _Slot) -> RunnerChannel:
         if slot.channel is not None and (slot.epoch != self._epoch or not slot.channel.alive()):
             self._replace(slot, "gone while idle")
         if slot.channel is None:
             return self._launch(slot)
         return slot.channel
 
-    def _replace(self, slot: "_Slot", reason: str) -> None:
+    def _replace(self, slot: _Slot, reason: str) -> None:
         _log.info("replacing sandbox runner %d: %s", slot.index, reason)
         slot.discard()
         self.replacements += 1
 
-    def _launch(self, slot: "_Slot") -> RunnerChannel:
+    def _launch(self, slot: _Slot) -> RunnerChannel:
         epoch = self._epoch
         _log.debug("starting sandbox runner %d", slot.index)
         slot.channel = self._launcher.launch()
         slot.epoch = epoch
         return slot.channel
 
-    def _await_backend(self, run: "_Run") -> None:
+    def _await_backend(self, run: _Run) -> None:
         """Wait for the backend to come back, or raise SandboxUnavailable."""
         with self._backend_lock:
             if run.failure is not None:
@@ -290,7 +291,7 @@ class _Run:
                 self.failure = problem
 
 
-def _run_in_threads(work: Callable[["_Slot"], None], slots: Sequence["_Slot"]) -> None:
+def _run_in_threads(work: Callable[[_Slot], None], slots: Sequence[_Slot]) -> None:
     if len(slots) == 1:
         work(slots[0])
         return
@@ -320,7 +321,7 @@ class PooledSandbox:
     def replacements(self) -> int:
         return self._pool.replacements
 
-    def __enter__(self) -> "PooledSandbox":
+    def __enter__(self) -> PooledSandbox:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

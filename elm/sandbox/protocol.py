@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 PROTOCOL = 1
 RESULT_LIMIT_BYTES = 8 * 1024 * 1024  # the runner's own cap on a result's JSON text
+# Values and keys a result may hold: about 100 bytes of host memory each once decoded, so a
+# batch of results stays small whatever the candidates return. Counted before decoding.
+RESULT_ELEMENT_LIMIT = 100_000
 TRUNCATION_NOTE = "\n[output truncated: {total} bytes written, only the start is kept]"
 
 
@@ -34,7 +37,7 @@ class Answer:
     retire: bool
 
 
-def encode_job(job: Job, job_id: int, config: "SandboxConfig") -> bytes:
+def encode_job(job: Job, job_id: int, config: SandboxConfig) -> bytes:
     """The request line for one job; raises ValueError for a job the runner cannot take."""
     check_job(job)
     request = {
@@ -49,7 +52,7 @@ def encode_job(job: Job, job_id: int, config: "SandboxConfig") -> bytes:
     return json.dumps(request).encode("utf-8") + b"\n"
 
 
-def max_answer_bytes(config: "SandboxConfig") -> int:
+def max_answer_bytes(config: SandboxConfig) -> int:
     """An upper bound on an honest answer line: escaped result plus escaped output."""
     return 2 * RESULT_LIMIT_BYTES + 6 * int(config.output_limit_bytes) + 65536
 
@@ -99,14 +102,35 @@ def decode_answer(line: bytes, job_id: int) -> Answer:
 
 
 def _attach_result(outcome: Outcome, result_json: Any) -> None:
-    """Parse the candidate's JSON text; hostile text (too deep, not JSON) is bad_output."""
+    """Parse the candidate's JSON text; hostile text (too deep, too large, holding too many
+    values, not JSON) is bad_output. The bounds are checked before any object is built."""
+    if isinstance(result_json, str) and len(result_json) > RESULT_LIMIT_BYTES:
+        _refuse_result(outcome, f"result of {len(result_json)} bytes exceeds the limit of {RESULT_LIMIT_BYTES}")
+        return
+    if isinstance(result_json, str) and (count := json_elements(result_json)) > RESULT_ELEMENT_LIMIT:
+        _refuse_result(outcome,
+                       f"result holds about {count} values and keys, more than the limit of {RESULT_ELEMENT_LIMIT}")
+        return
     try:
         if not isinstance(result_json, str):
             raise ValueError("no result text")
         outcome.result = json.loads(result_json)
     except (ValueError, RecursionError) as problem:
-        outcome.status = "bad_output"
-        outcome.error = f"result is not valid JSON: {type(problem).__name__}: {str(problem)[:200]}"
+        _refuse_result(outcome, f"result is not valid JSON: {type(problem).__name__}: {str(problem)[:200]}")
+
+
+def _refuse_result(outcome: Outcome, reason: str) -> None:
+    outcome.status = "bad_output"
+    outcome.error = reason
+
+
+def json_elements(text: str | bytes) -> int:
+    """An upper bound on the values and keys `json.loads(text)` would build, counted in
+    one pass of C without building any: every value but the first follows a comma, a
+    colon or an opening bracket. Those inside strings count too (a result is rarely
+    text full of them, and telling them apart would take a pass in Python)."""
+    marks = (b"[", b"{", b",", b":") if isinstance(text, bytes) else ("[", "{", ",", ":")
+    return 1 + sum(text.count(mark) for mark in marks)  # type: ignore[arg-type]
 
 
 def _stdout(answer: dict[str, Any]) -> str:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,6 @@ from elm.environment import (
     Score,
     seed_folder_programs,
 )
-
 
 
 def _weibull_item(rng: random.Random, capacity: int) -> int:

@@ -3,6 +3,8 @@
 A candidate defines `pack(n) -> (centres, radii)`. The host accepts a packing only if
 every circle lies inside the unit square and no two circles overlap, both up to
 `TOLERANCE`; the fitness is the sum of the radii (AlphaEvolve reports 2.635 for n=26).
+`elm verify` checks an elite again with no tolerance at all, in exact rational arithmetic
+on the very floats the candidate returned, by code separate from the scorer's.
 
 Descriptors (why these two): `radius_spread` (coefficient of variation of the radii)
 separates packings of equal circles, such as lattices, from packings that mix large
@@ -14,7 +16,9 @@ packings built along the walls. Both change smoothly as circles move and grow.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -86,6 +90,13 @@ class CirclePacking(Environment):
             smallest_radius=float(radii.min()),
         )
 
+    def verify(self, result: Any) -> str | None:
+        try:
+            centers, radii = _read_packing(result, self.n)
+        except _Invalid as error:
+            return str(error)
+        return _exact_problem(centers.tolist(), radii.tolist())
+
     def render(self, result: Any, path: str) -> str | None:
         try:
             centers, radii = _read_packing(result, self.n)
@@ -153,6 +164,24 @@ def _check_packing(centers: np.ndarray, radii: np.ndarray) -> None:
     i, j = np.unravel_index(int(np.argmin(gaps)), gaps.shape)
     if gaps[i, j] < -TOLERANCE:
         raise _Invalid(f"circles {min(i, j)} and {max(i, j)} overlap by {-gaps[i, j]:.3g}")
+
+
+def _exact_problem(centers: list[list[float]], radii: list[float]) -> str | None:
+    """The first circle outside the square or pair overlapping, by any amount, or None. Pairs
+    clearly apart in floating point (by more than 1e-6) are not worked out exactly."""
+    exact = [(Fraction(x), Fraction(y), Fraction(r)) for (x, y), r in zip(centers, radii)]
+    for i, (x, y, r) in enumerate(exact):
+        if r < 0 or min(x - r, y - r, 1 - x - r, 1 - y - r) < 0:
+            return f"circle {i} is not inside the unit square (exactly)"
+    for i in range(len(exact)):
+        for j in range(i):
+            (xi, yi), (xj, yj) = centers[i], centers[j]
+            if math.hypot(xi - xj, yi - yj) - radii[i] - radii[j] > 1e-6:
+                continue
+            (ai, bi, ri), (aj, bj, rj) = exact[i], exact[j]
+            if (ai - aj) ** 2 + (bi - bj) ** 2 < (ri + rj) ** 2:
+                return f"circles {j} and {i} overlap (exactly)"
+    return None
 
 
 def _pair_distances(centers: np.ndarray) -> np.ndarray:

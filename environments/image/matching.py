@@ -12,8 +12,9 @@ Descriptors: `warmth` (mean red minus mean blue) separates warm from cool pictur
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

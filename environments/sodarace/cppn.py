@@ -1,4 +1,4 @@
-"""A fixed CPPN (compositional pattern-producing network) for the CPPN-Fixed seed.
+"""A fixed CPPN (compositional pattern-producing network) for the lattice-fixed seed.
 
 Runs inside the sandbox (standard library only). It lives outside the candidate file, so
 mutations change how a program uses the network, never the network itself.

@@ -26,11 +26,19 @@ from environments.sodarace.physics import PhysicsSettings, simulate
 from environments.sodarace.walker import InvalidWalker, Walker, parse_walker
 
 _HERE = Path(__file__).resolve().parent
-_SEEDS = {
+# The paper's four seeds start a run unless `seeds` names others.
+_PAPER_SEEDS = {
     "square": "square.py",
     "radial": "radial.py",
     "cppn-fixed": "cppn_fixed.py",
     "cppn-mutable": "cppn_mutable.py",
+}
+_SEEDS = {
+    **_PAPER_SEEDS,
+    "pulse-square": "pulse_square.py",
+    "wave-wheel": "wave_wheel.py",
+    "lattice-fixed": "lattice_fixed.py",
+    "lattice-mutable": "lattice_mutable.py",
 }
 _SANDBOX_MODULES = ("walker_creator.py", "cppn.py")
 _MAX_DURATION_S = 60.0
@@ -42,12 +50,13 @@ class Sodarace(Environment):
     entry_point: ClassVar[str] = "make_walker"
     harness: ClassVar[str] = "sodarace_harness.py"
     # 12 x 12 x 12 niches as in the paper; decimetres and mass units. The seeds and their
-    # near mutants land inside, away from bin edges; larger walkers fall in the edge bins.
+    # near mutants land inside, away from bin edges, the paper's Square and Radial (both
+    # 10 x 10 dm) in different mass bins; larger walkers fall in the edge bins.
     descriptor_space: ClassVar[DescriptorSpace] = DescriptorSpace(
         (
             Dimension("height", 0.0, 33.0, 12),
             Dimension("width", 0.0, 33.0, 12),
-            Dimension("mass", 0.0, 120.0, 12),
+            Dimension("mass", 0.0, 144.0, 12),
         )
     )
     commit_messages: ClassVar[tuple[CommitMessage, ...]] = (
@@ -66,10 +75,10 @@ class Sodarace(Environment):
         self.physics = PhysicsSettings(duration_s=_duration(duration))
 
     def seeds(self) -> list[Program]:
-        """The seeds named in the options, in that order; all four when none were named."""
+        """The seeds named in the options, in that order; the paper's four when none were named."""
         return [
             Program(self.file_name, (_HERE / "seeds" / _SEEDS[name]).read_text(), name)
-            for name in (self.seed_names or _SEEDS)
+            for name in (self.seed_names or _PAPER_SEEDS)
         ]
 
     def sandbox_files(self) -> dict[str, str]:
@@ -108,7 +117,9 @@ def describe(walker: Walker) -> tuple[float, float, float]:
 
 def _extras(walker: Walker) -> dict[str, int]:
     active = sum(muscle.active for muscle in walker.muscles)
-    return {"joints": len(walker.joints), "muscles": len(walker.muscles), "active_muscles": active}
+    counts = {"joints": len(walker.joints), "muscles": len(walker.muscles), "active_muscles": active}
+    counts.update((f"dropped_{kind}", count) for kind, count in walker.dropped if count)
+    return counts
 
 
 def _seed_names(requested: Any) -> list[str]:

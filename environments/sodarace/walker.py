@@ -3,7 +3,9 @@
 `parse_walker` accepts only the plain data `walker_creator.get_walker()` produces and
 rejects anything else with a reason. It never recurses into the data and checks sizes
 before it iterates, so nested junk or a million joints cost nothing. Two muscles on the
-same pair of joints are allowed: they act as springs in parallel.
+same pair of joints are allowed: they act as springs in parallel. The optional `dropped`
+counts (degenerate elements the sandbox side left out) are reported, never trusted for
+anything else.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from environments.sodarace.walker_creator import (
     COORDINATE_LIMIT,
+    DROPPED_KINDS,
     MAX_AMPLITUDE,
     MAX_JOINTS,
     MAX_MUSCLES,
@@ -22,7 +25,8 @@ from environments.sodarace.walker_creator import (
 
 JOINT_MASS = 1.0
 MUSCLE_DENSITY = 0.1  # mass per decimetre of muscle, shared by the muscle's two joints
-_KEYS = ("joints", "muscles")
+_KEYS = ("joints", "muscles", "dropped")
+_MAX_DROPPED = 10**9
 _SEQUENCES = (list, tuple)
 _NUMBERS = (int, float)
 
@@ -47,6 +51,7 @@ class Muscle:
 class Walker:
     joints: tuple[tuple[float, float], ...]
     muscles: tuple[Muscle, ...]
+    dropped: tuple[tuple[str, int], ...] = ()
 
     @property
     def height(self) -> float:
@@ -85,7 +90,8 @@ def parse_walker(data: Any) -> Walker:
     joints = _parse_joints(data.get("joints"))
     muscles = _parse_muscles(data.get("muscles"), len(joints))
     _check_spacing(joints)
-    return Walker(joints=joints, muscles=muscles)
+    dropped = _parse_dropped(data["dropped"]) if "dropped" in data else ()
+    return Walker(joints=joints, muscles=muscles, dropped=dropped)
 
 
 def _parse_joints(raw: Any) -> tuple[tuple[float, float], ...]:
@@ -116,6 +122,21 @@ def _parse_muscles(raw: Any, joint_count: int) -> tuple[Muscle, ...]:
         phase = _number(f"{where} phase", muscle[3])
         muscles.append(Muscle(first, second, amplitude, phase))
     return tuple(muscles)
+
+
+def _parse_dropped(raw: Any) -> tuple[tuple[str, int], ...]:
+    if type(raw) is not dict:
+        raise InvalidWalker(f"dropped must be a dict of counts, got {_describe(raw)}")
+    unexpected = [key for key in raw if key not in DROPPED_KINDS]
+    if unexpected:
+        raise InvalidWalker(f"dropped has unexpected key {_describe(unexpected[0])}")
+    counts = []
+    for kind in DROPPED_KINDS:
+        count = raw.get(kind, 0)
+        if type(count) is not int or not 0 <= count <= _MAX_DROPPED:
+            raise InvalidWalker(f"dropped {kind} must be a count, got {_describe(count)}")
+        counts.append((kind, count))
+    return tuple(counts)
 
 
 def _check_list(name: str, raw: Any, low: int, high: int) -> None:

@@ -1,1 +1,2 @@
-"""Seed programs (Square, Radial, CPPN-Fixed, CPPN-Mutable); read as text, run only in the sandbox."""
+"""Seed programs: the ELM paper's four (Square, Radial, CPPN-Fixed, CPPN-Mutable) and extra ones;
+read as text, run only in the sandbox."""

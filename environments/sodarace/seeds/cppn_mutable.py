@@ -1,63 +1,39 @@
-import math
-
 from walker_creator import walker_creator
 
-COLUMNS, ROWS, SPACING = 5, 5, 3.0
-NEIGHBOURS = ((1, 0), (0, 1), (1, 1), (1, -1))
 
-# The CPPN, node by node. Values 0-3 are the inputs x, y, distance from the centre and a
-# bias of 1; each node appends one value: activation(sum of weight * value[source]).
-ACTIVATIONS = {
-    "sin": math.sin,
-    "tanh": math.tanh,
-    "gauss": lambda v: math.exp(-v * v),
-    "sigmoid": lambda v: 0.5 * (1.0 + math.tanh(0.5 * v)),
-    "abs": abs,
-}
-NODES = [
-    ("sin", {0: 3.0, 3: 0.2}),
-    ("gauss", {1: 1.8, 2: -0.4}),
-    ("tanh", {0: -1.0, 1: 1.5, 4: 0.7}),
-    ("gauss", {2: 1.2, 5: 0.5}),
-]
-PRESENCE = ("tanh", {5: 0.8, 7: 0.7, 3: -0.3})
-AMPLITUDE = ("sigmoid", {4: 1.5, 6: -1.2, 3: 0.4})
-PHASE = ("tanh", {4: 2.0, 6: 1.0, 7: -0.5})
-
-
-def cppn(x, y):
-    """(presence, amplitude, phase) of the pattern at (x, y) in [-1, 1]^2."""
-    values = [x, y, math.hypot(x, y), 1.0]
-    for activation, weights in NODES:
-        values.append(ACTIVATIONS[activation](sum(w * values[s] for s, w in weights.items())))
-    return tuple(
-        ACTIVATIONS[activation](sum(w * values[s] for s, w in weights.items()))
-        for activation, weights in (PRESENCE, AMPLITUDE, PHASE)
-    )
-
-
-def to_unit(column, row):
-    """Lattice cell -> the CPPN's coordinates in [-1, 1]."""
-    return 2.0 * column / (COLUMNS - 1) - 1.0, 2.0 * row / (ROWS - 1) - 1.0
+def query_cppn(wc, xgrid, ygrid, scale, connect_func, amp_func, phase_func):
+    """Lay out an xgrid x ygrid grid of joints and join pairs of them as the functions say."""
+    joints = {}
+    for x in range(xgrid):
+        for y in range(ygrid):
+            joints[(x, y)] = wc.add_joint(x * scale, y * scale)
+    for x1 in range(xgrid):
+        for y1 in range(ygrid):
+            for x2 in range(x1, xgrid):
+                for y2 in range(y1, ygrid):
+                    if (x1, y1) == (x2, y2):
+                        continue
+                    if connect_func(x1, y1, x2, y2):
+                        amp = amp_func(x1, y1, x2, y2)
+                        phase = phase_func(x1, y1, x2, y2)
+                        wc.add_muscle(joints[(x1, y1)], joints[(x2, y2)], amp, phase)
+    return joints
 
 
 def make_walker():
     wc = walker_creator()
-    # a joint on every lattice cell where the pattern is present
-    joints = {}
-    for column in range(COLUMNS):
-        for row in range(ROWS):
-            presence, _, _ = cppn(*to_unit(column, row))
-            if presence > 0.0:
-                joints[column, row] = wc.add_joint(column * SPACING, row * SPACING)
-    # a muscle between neighbouring joints, shaped by the pattern at its midpoint
-    for (column, row), joint in joints.items():
-        for dc, dr in NEIGHBOURS:
-            other = joints.get((column + dc, row + dr))
-            if other is None:
-                continue
-            x, y = to_unit(column + 0.5 * dc, row + 0.5 * dr)
-            _, amplitude, phase = cppn(x, y)
-            amplitude = 0.5 * amplitude if amplitude > 0.3 else 0.0
-            wc.add_muscle(joint, other, amplitude=amplitude, phase=math.pi * phase)
+
+    def connect(x1, y1, x2, y2):
+        # join grid points at most two cells apart
+        return (x1 - x2) ** 2 + (y1 - y2) ** 2 <= 4.5
+
+    def amp(x1, y1, x2, y2):
+        return max(abs(x2 - x1), abs(y2 - y1))
+
+    def phase(x1, y1, x2, y2):
+        # odd columns one way, even columns the other
+        return x1 if x1 % 2 == 1 else -x1
+
+    query_cppn(wc, 8, 3, 1.5, connect, amp, phase)
+
     return wc.get_walker()

@@ -1,0 +1,105 @@
+"""Programs already evaluated in a run, so that no program is evaluated twice.
+
+Two programs are the same when their syntax trees are: `ast.dump` leaves out comments,
+blank lines, formatting and line numbers, none of which changes what a program does. A
+child whose tree matches a program already evaluated in the run is not sent to the
+sandbox: it takes that evaluation's verdict (status, fitness, descriptor) and is stored
+at funnel stage `unchanged` when the match is its own parent, `duplicate` otherwise. A
+child that does not parse is never a duplicate: the evaluator records why it fails.
+
+The index lives in memory and is rebuilt from the store when a run resumes.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from elm.evaluator import Evaluator
+from elm.mutation import REUSED_STAGES, Child
+from elm.store import CandidateRecord
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The first evaluation of a program: what a later copy of it reuses."""
+
+    candidate_id: int
+    status: str
+    fitness: float | None
+    descriptor: list[float] | None
+
+
+def program_key(source: str | None) -> str | None:
+    """A digest of the program's syntax tree, or None when it does not parse."""
+    if source is None:
+        return None
+    try:
+        dumped = ast.dump(ast.parse(source))
+    except (SyntaxError, ValueError, RecursionError, MemoryError, OverflowError):
+        return None
+    return hashlib.blake2b(dumped.encode(), digest_size=16).hexdigest()
+
+
+class EvaluatedPrograms:
+    """The verdict on every distinct program evaluated so far, by program key."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[str, Verdict] = {}
+        self._keys: dict[int, str] = {}  # candidate id -> its program key
+
+    def __len__(self) -> int:
+        return len(self._verdicts)
+
+    def rebuild(self, records: Iterable[CandidateRecord]) -> None:
+        """Remember the evaluated candidates of a stored run, in id order."""
+        for record in records:
+            if record.stage not in REUSED_STAGES:
+                self._remember(program_key(record.source), record)
+
+    def evaluate(self, evaluator: Evaluator, children: Sequence[Child], ids: Sequence[int],
+                 iteration: int) -> list[CandidateRecord]:
+        """Records for `children`, in order; only programs not seen before reach the evaluator
+        (of several copies in one batch, the first)."""
+        keys = [program_key(child.source) for child in children]
+        fresh: list[int] = []
+        batch_keys: set[str] = set()
+        for index, key in enumerate(keys):
+            if key is None or (key not in self._verdicts and key not in batch_keys):
+                fresh.append(index)
+                if key is not None:
+                    batch_keys.add(key)
+        evaluated = evaluator.evaluate([children[i] for i in fresh], [ids[i] for i in fresh], iteration)
+        records = dict(zip(fresh, evaluated))
+        for index in fresh:
+            self._remember(keys[index], records[index])
+        for index, child in enumerate(children):
+            key = keys[index]
+            if index not in records and key is not None:
+                records[index] = self._reused(evaluator, child, ids[index], iteration, key)
+        return [records[index] for index in range(len(children))]
+
+    def _remember(self, key: str | None, record: CandidateRecord) -> None:
+        if key is None:
+            return
+        self._keys[record.id] = key
+        self._verdicts.setdefault(key, Verdict(record.id, record.status, record.fitness,
+                                               record.descriptor))
+
+    def _reused(self, evaluator: Evaluator, child: Child, candidate_id: int, iteration: int,
+                key: str) -> CandidateRecord:
+        verdict = self._verdicts[key]
+        stage = "unchanged" if self._keys.get(child.parent_id) == key else "duplicate"  # type: ignore[arg-type]
+        scored = verdict.status == "ok"
+        return CandidateRecord(
+            id=candidate_id, iteration=iteration, parent_id=child.parent_id, operator=child.operator,
+            file_name=evaluator.environment.file_name, source=child.source, stage=stage, status=stage,
+            commit_message=child.commit_message, diff=child.diff, error=child.error,
+            fitness=verdict.fitness if scored else None,
+            descriptor=list(verdict.descriptor or ()) if scored else None,
+            timings=dict(child.timings),
+            extras={**child.extras, "same_as": verdict.candidate_id, "same_as_status": verdict.status},
+        )
+
