@@ -7,29 +7,20 @@ sandbox: it takes that evaluation's verdict (status, fitness, descriptor) and is
 at funnel stage `unchanged` when the match is its own parent, `duplicate` otherwise. A
 child that does not parse is never a duplicate: the evaluator records why it fails.
 
-The index lives in memory and is rebuilt from the store when a run resumes.
+The index lives in memory; each iteration's new verdicts are committed with it (the
+store's `programs` table), and a resumed run reads them back rather than parsing every
+program again.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 
 from elm.evaluator import Evaluator
 from elm.mutation import REUSED_STAGES, Child
-from elm.store import CandidateRecord
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The first evaluation of a program: what a later copy of it reuses."""
-
-    candidate_id: int
-    status: str
-    fitness: float | None
-    descriptor: list[float] | None
+from elm.store import CandidateRecord, ProgramVerdict
 
 
 def program_key(source: str | None) -> str | None:
@@ -47,17 +38,34 @@ class EvaluatedPrograms:
     """The verdict on every distinct program evaluated so far, by program key."""
 
     def __init__(self) -> None:
-        self._verdicts: dict[str, Verdict] = {}
+        self._verdicts: dict[str, ProgramVerdict] = {}
         self._keys: dict[int, str] = {}  # candidate id -> its program key
+        self._new: list[ProgramVerdict] = []  # verdicts not yet handed to the store
 
     def __len__(self) -> int:
         return len(self._verdicts)
 
     def rebuild(self, records: Iterable[CandidateRecord]) -> None:
-        """Remember the evaluated candidates of a stored run, in id order."""
+        """Remember the evaluated candidates of a stored run, in id order (for a run whose
+        verdicts were never stored: parses every program)."""
         for record in records:
             if record.stage not in REUSED_STAGES:
                 self._remember(program_key(record.source), record)
+
+    def restore(self, verdicts: Iterable[ProgramVerdict], sources: Mapping[int, str]) -> None:
+        """Take back the stored verdicts, and the keys of the programs that can still be
+        parents (`sources`: the archive's elites)."""
+        for verdict in verdicts:
+            self._verdicts[verdict.key] = verdict
+        for candidate_id, source in sources.items():
+            key = program_key(source)
+            if key is not None:
+                self._keys[candidate_id] = key
+
+    def take_new(self) -> list[ProgramVerdict]:
+        """The verdicts first seen since the last call, for the store."""
+        new, self._new = self._new, []
+        return new
 
     def evaluate(self, evaluator: Evaluator, children: Sequence[Child], ids: Sequence[int],
                  iteration: int) -> list[CandidateRecord]:
@@ -85,8 +93,10 @@ class EvaluatedPrograms:
         if key is None:
             return
         self._keys[record.id] = key
-        self._verdicts.setdefault(key, Verdict(record.id, record.status, record.fitness,
-                                               record.descriptor))
+        if key not in self._verdicts:
+            verdict = ProgramVerdict(key, record.id, record.status, record.fitness, record.descriptor)
+            self._verdicts[key] = verdict
+            self._new.append(verdict)
 
     def _reused(self, evaluator: Evaluator, child: Child, candidate_id: int, iteration: int,
                 key: str) -> CandidateRecord:

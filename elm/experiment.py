@@ -60,7 +60,7 @@ def start_run(config: ElmConfig, out: str | Path | None = None,
     with _resources(config, environment) as (sandbox, mutator), _removed_unless_committed(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(config_to_yaml(config))
-        store = RunStore.create(run_dir, _meta(config, environment, archive))
+        store = RunStore.create(run_dir, run_meta(config, environment, archive))
         _run_loop(config, environment, archive, sandbox, mutator, store, on_iteration)
     return run_dir
 
@@ -201,7 +201,8 @@ def _config_data(config: ElmConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(config))  # type: ignore[return-value]
 
 
-def _meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict:
+def run_meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict:
+    """What a new run's store keeps about how it was started."""
     from dataclasses import asdict
 
     from elm.mutation.prompt import commit_messages_for

@@ -82,17 +82,20 @@ class EvolutionLoop:
             self._finish(iteration, children, waited_s=time.perf_counter() - waiting)
 
     def restore(self) -> int | None:
-        """Rebuild the archive from the store, offering candidates iteration by iteration
-        as the run did; return the last committed iteration."""
-        batches: dict[int, list[CandidateRecord]] = {}
-        for record in self.store.scored_candidates():
-            batches.setdefault(record.iteration, []).append(record)
-        for batch in batches.values():
-            self.archive.add_batch([r.id for r in batch], [r.fitness for r in batch],
-                                   [r.descriptor for r in batch])
+        """Rebuild the archive from the store's niche holders, and the index of evaluated
+        programs from its stored verdicts; return the last committed iteration."""
+        elites = self.store.current_elites()
+        self.archive.add_batch([e.candidate_id for e in elites], [e.fitness for e in elites],
+                               [list(e.descriptor) for e in elites])
         elite_ids = [e.candidate_id for e in self.archive.elites()]
         self._sources = self.store.sources(elite_ids)
-        self.programs.rebuild(self.store.evaluated_candidates())
+        verdicts = self.store.program_verdicts()
+        if verdicts is None:
+            self.programs.rebuild(self.store.evaluated_candidates())
+            self.store.index_programs(self.programs.take_new())
+        else:
+            self.programs.restore(verdicts, self._sources)
+        self.programs.take_new()
         self.message_policy.record(self.store.message_outcomes())
         return self.store.last_iteration()
 
@@ -142,8 +145,9 @@ class EvolutionLoop:
         now = time.perf_counter()
         metrics = self._metrics(iteration, records, now - self._last_commit)
         metrics.extras["stages"] = self._stage_figures(children, waited_s, evaluate_s, now - self._last_commit)
-        events = self.mutator.take_events()
-        self.store.record_iteration(records, metrics, self._snapshot(iteration), events)
+        events = [*self.mutator.take_events(), *self.evaluator.take_events()]
+        self.store.record_iteration(records, metrics, self._snapshot(iteration), events,
+                                    self.programs.take_new())
         self.message_policy.record(self.store.message_outcomes(iteration))
         self._last_commit = now
         self._next_id += len(children)

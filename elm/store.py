@@ -17,7 +17,9 @@ from typing import Any
 from elm.errors import UserError
 
 STORE_FILE = "run.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Runs stored before schema 2 have no `programs` table: resuming one fills it once.
+_PROGRAMS_INDEXED = "programs_indexed"
 _RESULT_LIMIT = 256 * 1024
 
 _SCHEMA = """
@@ -45,6 +47,17 @@ CREATE TABLE IF NOT EXISTS candidates (
 );
 CREATE INDEX IF NOT EXISTS candidates_by_iteration ON candidates (iteration);
 CREATE INDEX IF NOT EXISTS candidates_by_parent ON candidates (parent_id);
+CREATE INDEX IF NOT EXISTS candidates_by_status ON candidates (status);
+CREATE INDEX IF NOT EXISTS candidates_by_stage ON candidates (stage, parent_id);
+CREATE INDEX IF NOT EXISTS candidates_by_prompt_tokens ON candidates (json_extract(extras, '$.tokens.prompt'));
+CREATE INDEX IF NOT EXISTS candidates_by_model_version ON candidates (json_extract(extras, '$.model_version'), stage);
+CREATE TABLE IF NOT EXISTS programs (
+    key TEXT PRIMARY KEY,
+    candidate_id INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    fitness REAL,
+    descriptor TEXT
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS iterations (
     iteration INTEGER PRIMARY KEY,
     finished_at REAL NOT NULL,
@@ -134,6 +147,18 @@ class MessageOutcome:
 
 
 @dataclass(frozen=True)
+class ProgramVerdict:
+    """The first evaluation of a distinct program (by its key, elm/duplicates.py): what a
+    later copy of it reuses."""
+
+    key: str
+    candidate_id: int
+    status: str
+    fitness: float | None
+    descriptor: list[float] | None
+
+
+@dataclass(frozen=True)
 class SnapshotRow:
     niche: int
     candidate_id: int
@@ -155,7 +180,7 @@ class RunStore:
         store = cls(path, _connect(path))
         with store._db:
             store._db.executescript(_SCHEMA)
-            for key, value in {"schema_version": SCHEMA_VERSION, **meta}.items():
+            for key, value in {"schema_version": SCHEMA_VERSION, _PROGRAMS_INDEXED: True, **meta}.items():
                 store._db.execute(
                     "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value))
                 )
@@ -171,6 +196,9 @@ class RunStore:
         try:
             store = cls(path, _connect(path, readonly=readonly))
             store._db.execute("SELECT count(*) FROM meta").fetchone()
+            if not readonly:
+                with store._db:  # a store of an older schema gains the newer indexes and tables
+                    store._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as error:
             raise UserError(f"cannot read run store {path}: {error}") from None
         return store
@@ -190,9 +218,11 @@ class RunStore:
         metrics: IterationMetrics,
         snapshot: Iterable[SnapshotRow] | None = None,
         events: Iterable[tuple[str, Any]] = (),
+        programs: Iterable[ProgramVerdict] = (),
     ) -> None:
         """Everything of one iteration in a single transaction: all of it or none."""
         with self._db:
+            self._insert_programs(programs)
             self._db.executemany(
                 f"INSERT INTO candidates ({_CANDIDATE_COLUMNS}) VALUES ({_placeholders(_CANDIDATE_FIELDS)})",
                 [_candidate_row(c) for c in candidates],
@@ -214,7 +244,28 @@ class RunStore:
                 [(metrics.iteration, time.time(), kind, json.dumps(detail)) for kind, detail in events],
             )
 
+    def index_programs(self, programs: Iterable[ProgramVerdict]) -> None:
+        """Fill the `programs` table of a run stored before schema 2 (once, on resume)."""
+        with self._db:
+            self._insert_programs(programs)
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_PROGRAMS_INDEXED, "true"))
+
+    def _insert_programs(self, programs: Iterable[ProgramVerdict]) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO programs VALUES (?, ?, ?, ?, ?)",
+            [(p.key, p.candidate_id, p.status, p.fitness,
+              None if p.descriptor is None else json.dumps(p.descriptor)) for p in programs])
+
     # -- reading -------------------------------------------------------------
+
+    def program_verdicts(self) -> Iterator[ProgramVerdict] | None:
+        """The first evaluation of every distinct program, or None for a run stored before
+        schema 2 (its programs were never indexed: see `index_programs`)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (_PROGRAMS_INDEXED,)).fetchone()
+        if row is None:
+            return None
+        rows = self._db.execute("SELECT key, candidate_id, status, fitness, descriptor FROM programs")
+        return (ProgramVerdict(k, c, s, f, None if d is None else json.loads(d)) for k, c, s, f, d in rows)
 
     def meta(self) -> dict[str, Any]:
         return {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
@@ -244,6 +295,10 @@ class RunStore:
         """Candidates whose program was evaluated, not reused from an earlier one, in id order."""
         return self._select_candidates(
             "WHERE source IS NOT NULL AND stage NOT IN ('unchanged', 'duplicate')", ())
+
+    def lineage_links(self) -> Iterator[tuple[int, int | None]]:
+        """(candidate id, parent id) of every candidate, in id order."""
+        return iter(self._db.execute("SELECT id, parent_id FROM candidates ORDER BY id"))
 
     def message_outcomes(self, iteration: int | None = None) -> list[MessageOutcome]:
         """Per iteration (all, or one) and drawn commit message (`extras.drawn_message`):
@@ -278,12 +333,18 @@ class RunStore:
         rows = self._db.execute("SELECT status, count(*) FROM candidates GROUP BY status")
         return dict(rows.fetchall())
 
-    def failures(self) -> Iterator[tuple[int, str, str | None]]:
-        """(id, status, error) of every candidate whose own evaluation failed, in id order
-        (an `unchanged` or `duplicate` one was not evaluated: it reused a verdict)."""
-        yield from self._db.execute(
+    def failures(self, limit: int) -> list[tuple[int, str, str | None]]:
+        """(id, status, error) of the latest `limit` candidates whose own evaluation failed,
+        in id order (an `unchanged` or `duplicate` one was not evaluated: it reused a verdict)."""
+        rows = self._db.execute(
             "SELECT id, status, error FROM candidates"
-            " WHERE status NOT IN ('ok', 'unchanged', 'duplicate') ORDER BY id")
+            " WHERE status NOT IN ('ok', 'unchanged', 'duplicate') ORDER BY id DESC LIMIT ?", (limit,))
+        return rows.fetchall()[::-1]
+
+    def first_candidate_by_status(self) -> dict[str, int]:
+        """Status -> the lowest candidate id with it (read from the status index)."""
+        rows = self._db.execute("SELECT status, min(id) FROM candidates GROUP BY status")
+        return dict(rows.fetchall())
 
     def token_totals(self) -> dict[str, int]:
         """Model tokens over all candidates (`extras["tokens"]`, written by served models):
@@ -292,7 +353,8 @@ class RunStore:
         prompt, completion, counted = self._db.execute(
             "SELECT coalesce(sum(json_extract(extras, '$.tokens.prompt')), 0),"
             " coalesce(sum(json_extract(extras, '$.tokens.completion')), 0),"
-            " count(json_extract(extras, '$.tokens.prompt')) FROM candidates").fetchone()
+            " count(json_extract(extras, '$.tokens.prompt')) FROM candidates"
+            " WHERE json_extract(extras, '$.tokens.prompt') IS NOT NULL").fetchone()
         (placed,) = self._db.execute(
             "SELECT count(*) FROM candidates WHERE stage = 'placed' AND parent_id IS NOT NULL").fetchone()
         return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),

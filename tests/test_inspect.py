@@ -276,6 +276,24 @@ def test_failures_count_by_status_and_reason_with_examples(capsys, any_run: Path
         assert [row["status"], str(row["count"]), str(row["example_id"])] in rows, row
 
 
+def test_failures_of_a_large_run_tell_kinds_apart_from_the_latest_ones(capsys, monkeypatch, any_run: Path,
+                                                                        store: RunStore) -> None:
+    """Counts by status stay exact; only the latest READ_LIMIT errors are read for kinds."""
+    from elm.report import failures
+
+    failed = [c for c in store.candidates() if c.status not in ("ok", *REUSED_STAGES)]
+    monkeypatch.setattr(failures, "READ_LIMIT", 3)
+    data = inspect_json(capsys, any_run, "--failures")
+    assert data["failed"] == len(failed) > 3 and data["reasons_counted"] == 3
+    assert sum(row["count"] for row in data["statuses"]) == len(failed)
+    assert sum(row["count"] for row in data["reasons"]) == 3
+    assert {row["example_id"] for row in data["reasons"]} <= {c.id for c in failed[-3:]}
+    for row in data["statuses"]:
+        assert row["example_id"] == min(c.id for c in failed if c.status == row["status"])
+    code, out, _ = inspect(capsys, any_run, "--failures")
+    assert code == 0 and "kinds counted over the latest 3 failures" in " ".join(out.split())
+
+
 @pytest.mark.parametrize("status, error, reason", [
     ("error", 'Traceback (most recent call last):\n  File "x.py", line 2, in f\nIndexError: list index out of range',
      "IndexError"),

@@ -77,7 +77,7 @@ def test_candidate_text_stays_inside_the_data(tmp_path: Path, toy_run: Path) -> 
     shutil.copytree(toy_run, run)
     html = write_report(run, renders=0).read_text()
     assert "</script><script>window.pwned" not in html
-    assert html.count("</script>") == 2  # the data element and the page's own script
+    assert html.count("</script>") == 3  # the data element and the page's own two scripts
     data = page_data(html)
     assert any(HOSTILE_COMMENT in (c.get("source") or "") for c in data["candidates"].values())
 
@@ -233,3 +233,29 @@ def test_the_page_says_why_candidates_failed(tmp_path: Path, toy_run: Path) -> N
         assert (f"<td>{row['status']}</td><td>{row['reason']}</td><td>{row['count']}</td>"
                 f"<td>{row['example_id']}</td>") in section.group(1)
     assert "Seeds (iteration 0, not counted above)" in html
+
+
+def test_page_of_a_long_run_holds_every_elite_and_a_bounded_share_of_ancestors(
+        tmp_path: Path, real_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import elm.report
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(real_run, run_dir)
+    write_report(run_dir)
+    unbounded = page_data((run_dir / "report.html").read_text())
+    with open_run(run_dir) as run:
+        elites, candidates = run.elites(), len(run.candidates())
+    ancestors = len(unbounded["candidates"]) - len(elites)
+    assert ancestors > 2, "the fixture run has ancestors to leave out"
+    assert unbounded["left_out"] == candidates - len(unbounded["candidates"])
+
+    monkeypatch.setattr(elm.report, "ANCESTOR_LIMIT", 2)
+    write_report(run_dir)
+    html = (run_dir / "report.html").read_text()
+    data = page_data(html)
+    assert len(data["candidates"]) == len(elites) + 2
+    assert all(data["candidates"][str(e.candidate_id)]["source"] is not None for e in elites)
+    assert data["left_out"] == candidates - len(elites) - 2
+    note = re.search(r"<p class='sub' id='left-out'>(.*?)</p>", html)
+    assert note and f"{data['left_out']:,} are left out" in note.group(1)
+    assert f"elm inspect {run_dir} --lineage ID" in note.group(1)

@@ -144,7 +144,7 @@ def test_pages_are_served_from_the_package_under_a_strict_policy(dashboard: Dash
         policy = response.headers["Content-Security-Policy"]
     assert "default-src 'none'" in policy and "connect-src 'self'" in policy
     assert 'data-run="toy"' in page
-    for asset in ("static/run.js", "static/common.js", "static/dashboard.css", "static/report/report.css"):
+    for asset in ("static/run.js", "static/report/common.js", "static/dashboard.css", "static/report/report.css"):
         with urllib.request.urlopen(dashboard.url + asset, timeout=30) as response:
             assert response.status == 200 and response.read()
 

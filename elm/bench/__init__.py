@@ -12,4 +12,5 @@ BENCHES = {
     "sodarace": "elm.bench.sodarace",
     "serve": "elm.bench.serve",
     "finetune": "elm.bench.finetune",
+    "scale": "elm.bench.scale",
 }

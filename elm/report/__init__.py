@@ -19,6 +19,9 @@ REPORT_FILE = "report.html"
 PLOTS_DIR = "plots"
 # Pictures drawn for the best elites only: rendering is environment code and can be slow.
 DEFAULT_RENDERS = 16
+# The report embeds every elite and at most this many of their ancestors (the nearest
+# generations first), so its size does not grow with the run; `elm inspect` shows the rest.
+ANCESTOR_LIMIT = 2000
 
 
 @dataclass
@@ -41,7 +44,7 @@ def build_report(run_dir: str | Path, renders: int = DEFAULT_RENDERS) -> ReportF
         state = run.archive()
         plot_files = _write_run_plots(run, state)
         elites = state.top(state.num_elites)
-        records = run.ancestors([e.candidate_id for e in elites])
+        records = run.ancestors([e.candidate_id for e in elites], limit=len(elites) + ANCESTOR_LIMIT)
         drawn = [records[e.candidate_id] for e in elites[:max(renders, 0)] if e.candidate_id in records]
         pictures = render_candidates(run.environment, run.environment_options, drawn)
         if renders < len(elites) and pictures.images:

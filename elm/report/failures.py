@@ -3,9 +3,11 @@
 Failed candidates are those whose own evaluation (or generation) did not end in a score:
 any status but `ok`. An `unchanged` or `duplicate` child was not evaluated at all, it
 reused an earlier verdict, so it is counted apart as reused, not as a failure. Failures
-are counted by status, and within each status by exception type (the last line of the
-error names it) or, for `invalid` and errors without an exception type, by the message
-with its numbers masked; each kind with the first candidate of its kind as an example.
+are counted by status (exactly, from the store's status index), and within each status by
+exception type (the last line of the error names it) or, for `invalid` and errors without
+an exception type, by the message with its numbers masked; each kind with the first
+candidate of its kind as an example. Kinds are told apart from the errors of the latest
+READ_LIMIT failures, so the view stays fast on a run of a million candidates.
 """
 
 from __future__ import annotations
@@ -20,27 +22,36 @@ from rich.text import Text
 from elm.evaluator import error_summary
 from elm.mutation import REUSED_STAGES
 from elm.report.run import Run
-from elm.report.views import _print_problems, _printable, count_text, fmt_percent
+from elm.report.views import _print_problems, _printable, count_text, fmt_number, fmt_percent
 
 ROWS = 30  # kinds of failure shown in a table; --json gives them all
+# Failures whose error is read to tell their kinds apart: the latest ones, so a view of a
+# run of a million candidates reads a bounded share of the store. Counts by status are exact.
+READ_LIMIT = 20_000
 _EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Z]\w*)(?::|$)")  # "IndexError: ...", "pkg.Oops"
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
 
 
 def failures_view(run: Run) -> dict[str, Any]:
     """Counts by status and by exception type or reason, most frequent first, as JSON data."""
-    statuses: dict[Any, dict[str, Any]] = {}
     reasons: dict[Any, dict[str, Any]] = {}
-    for candidate_id, status, error in run.failed_candidates():
+    read = run.failed_candidates(READ_LIMIT)
+    for candidate_id, status, error in read:
         summary = error_summary(error)
-        _tally(statuses, status, candidate_id)
         _tally(reasons, (status, failure_reason(status, summary)), candidate_id, error=summary)
     counts = run.status_counts()
+    firsts = {**{status: candidate_id for candidate_id, status, _ in reversed(read)},
+              **run.first_candidate_by_status()}
+    failed_counts = {status: count for status, count in counts.items() if status not in ("ok", *REUSED_STAGES)}
+    statuses: dict[Any, dict[str, Any]] = {
+        status: {"count": count, "example_id": firsts.get(status)} for status, count in failed_counts.items()}
+    failed = sum(failed_counts.values())
     return {
         "run_dir": str(run.path),
         "candidates": sum(counts.values()),
-        "failed": sum(row["count"] for row in statuses.values()),
+        "failed": failed,
         "reused": sum(counts.get(stage, 0) for stage in REUSED_STAGES),
+        "reasons_counted": len(read),  # the latest failures, all of them unless over READ_LIMIT
         "statuses": [{"status": status, **row} for status, row in _by_count(statuses)],
         "reasons": [{"status": status, "reason": reason, **row}
                     for (status, reason), row in _by_count(reasons)],
@@ -64,6 +75,8 @@ def headline(data: dict[str, Any]) -> str:
     if data.get("reused"):
         text += (f"; {data['reused']} more reused an earlier verdict (unchanged or duplicate) "
                  "and are not counted")
+    if data["reasons_counted"] < data["failed"]:
+        text += f"; kinds counted over the latest {data['reasons_counted']:,} failures"
     return text
 
 
@@ -76,7 +89,7 @@ def print_failures(console: Console, data: dict[str, Any]) -> None:
     for name, justify in (("status", "left"), ("count", "right"), ("example candidate", "right")):
         statuses.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in data["statuses"]:
-        statuses.add_row(Text(_printable(row["status"])), str(row["count"]), str(row["example_id"]))
+        statuses.add_row(Text(_printable(row["status"])), str(row["count"]), fmt_number(row["example_id"]))
     reasons = Table(title="By exception type or reason", title_justify="left")
     for name, justify in (("status", "left"), ("exception or reason", "left"), ("count", "right"),
                           ("example candidate", "right")):
@@ -100,4 +113,4 @@ def _tally(table: dict[Any, dict[str, Any]], key: Any, candidate_id: int, **exam
 
 
 def _by_count(table: dict[Any, dict[str, Any]]) -> list[tuple[Any, dict[str, Any]]]:
-    return sorted(table.items(), key=lambda item: (-item[1]["count"], item[1]["example_id"]))
+    return sorted(table.items(), key=lambda item: (-item[1]["count"], item[1]["example_id"] or 0))

@@ -46,13 +46,15 @@ def run_page(run: Run, state: ArchiveState, records: Mapping[int, CandidateRecor
         "best": summary["best"]["candidate_id"] if summary["best"] else None,
         "render_notes": renders.notes,
         "num_elites": state.num_elites,
+        "left_out": summary["candidates"] - len(records),
+        "inspect": f"elm inspect {run.path}",
     }
     body = "\n".join([
         _header(run, summary),
         _problems(run.problems),
         _overview(summary),
         _failures_section(failures.failures_view(run)),
-        _archive_section(state),
+        _archive_section(state, summary["candidates"], len(records), str(run.path)),
         _messages_section(run),
         _plots_section(plots),
     ])
@@ -83,7 +85,7 @@ def _page(title: str, body: str, data: Any, script: bool) -> str:
     scripts = ""
     if script:
         scripts = (f'<script type="application/json" id="run-data">{_json_for_html(data)}</script>\n'
-                   f"<script>{_static('report.js')}</script>")
+                   f"<script>{_static('common.js')}</script>\n<script>{_static('report.js')}</script>")
     return (
         "<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
         f"<meta http-equiv='Content-Security-Policy' content=\"{_POLICY}\">"
@@ -196,15 +198,27 @@ def _messages_section(run: Run) -> str:
             f"message, so there the figures show what chance alone gives.</p>{table}</section>")
 
 
-def _archive_section(state: ArchiveState) -> str:
+def _archive_section(state: ArchiveState, candidates: int, embedded: int, run_dir: str) -> str:
     return (
         "<section id='archive'><h2>Archive map</h2>"
         f"<p class='sub'>{escape(state.label.capitalize())}: {state.num_elites} filled niches. "
         "Click a niche to see its elite.</p>"
+        f"{_embedded_note(candidates, embedded, run_dir)}"
         "<div class='explorer'><div><div id='legend'></div><div id='archive-map'></div>"
         "<h3>Best elites</h3><div id='top-elites'></div></div>"
         "<div id='detail'><p class='hint'>Click a filled niche.</p></div></div></section>"
     )
+
+
+def _embedded_note(candidates: int, embedded: int, run_dir: str) -> str:
+    """How many candidates the page holds, and how to see the others."""
+    left_out = candidates - embedded
+    if left_out <= 0:
+        return ""
+    return (f"<p class='sub' id='left-out'>This page holds {embedded:,} of the run's {candidates:,} "
+            f"candidates: every elite and the nearest of their ancestors. {left_out:,} are left out; "
+            f"see any of them with <code>elm inspect {escape(run_dir)} --lineage ID</code> "
+            f"(or <code>--top K</code>, <code>--niche I,J</code>).</p>")
 
 
 def _plots_section(plots: Mapping[str, Path]) -> str:

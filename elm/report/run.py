@@ -7,8 +7,9 @@
     run.elites(snapshot=10)       # the archive stored at iteration 10
     run.elites_frame()            # the same as a pandas DataFrame
 
-The current archive is rebuilt from the candidates by `RunStore.best_per_niche` (the one
-place that decides which candidate holds a niche). Whatever part of a damaged store cannot
+The current archive is rebuilt by `RunStore.current_elites` (the latest snapshot and the
+candidates after it: what `RunStore.best_per_niche`, the one place that decides which
+candidate holds a niche, gives over all candidates). Whatever part of a damaged store cannot
 be read is left out and described in `run.problems`; the rest stays available.
 """
 
@@ -223,15 +224,13 @@ class Run:
             self._note(f"statuses are counted over the {sum(counts.values())} readable candidates")
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
-    def failed_candidates(self) -> Iterator[tuple[int, str, str | None]]:
-        """(id, status, error) of every candidate that was not scored, in id order."""
-        read = 0
-        try:
-            for row in self._store.failures():
-                read += 1
-                yield row
-        except (sqlite3.DatabaseError, ValueError) as error:
-            self._note(f"reading the failed candidates stopped after {read} rows: {error}")
+    def failed_candidates(self, limit: int) -> list[tuple[int, str, str | None]]:
+        """(id, status, error) of the latest `limit` candidates that failed, in id order."""
+        return self._read("the failed candidates", lambda: self._store.failures(limit), [])
+
+    def first_candidate_by_status(self) -> dict[str, int]:
+        """Status -> its first candidate's id."""
+        return self._read("the first candidate of each status", self._store.first_candidate_by_status, {})
 
     # -- candidates ----------------------------------------------------------------
 
@@ -271,11 +270,15 @@ class Run:
             seen.add(parent_id)
         return Lineage(tuple(reversed(steps)), complete=True)
 
-    def ancestors(self, ids: Sequence[int]) -> dict[int, CandidateRecord]:
-        """The candidates and all their ancestors, fetched a generation at a time."""
+    def ancestors(self, ids: Sequence[int], limit: int | None = None) -> dict[int, CandidateRecord]:
+        """The candidates and their ancestors, fetched a generation at a time (nearest
+        first), up to `limit` records in all (the candidates themselves always)."""
         found: dict[int, CandidateRecord] = {}
         wanted = set(ids)
         while wanted:
+            if limit is not None and found:
+                room = max(limit - len(found), 0)
+                wanted = set(sorted(wanted, reverse=True)[:room])  # the latest parents first
             fetched = self.candidates_by_id(sorted(wanted))
             found.update(fetched)
             wanted = {r.parent_id for r in fetched.values()
@@ -302,7 +305,10 @@ class Run:
                 raise UserError(f"no snapshot at iteration {snapshot} (snapshots: {listed})")
             rows = self._read(f"snapshot {snapshot}", lambda: self._store.snapshot(snapshot), [])
             return self._state(f"snapshot at iteration {snapshot}", snapshot, rows)
-        rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration), None)
+        if at_iteration is None:
+            rows = self._read("the archive", self._store.current_elites, None)
+        else:
+            rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration), None)
         if rows is None:
             readable = [c for c in self.candidates(status="ok")
                         if at_iteration is None or c.iteration <= at_iteration]

@@ -14,6 +14,7 @@ Ray needed.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,7 @@ class DistributedSandbox:
         self.max_retries = config.workers.max_batch_retries
         self.retries = 0
         self._evaluators: list[_Evaluator] = []
+        self._events: list[tuple[str, dict[str, Any]]] = []
         self._closed = False
         join_cluster(config)
         try:
@@ -99,6 +101,7 @@ class DistributedSandbox:
         import ray
         from ray.exceptions import ObjectLostError, RayActorError
 
+        self._forget_dead_nodes()
         shares = self._shares(list(jobs))
         outcomes: list[Outcome] = [None] * len(jobs)  # type: ignore[list-item]
         for share in shares:
@@ -109,7 +112,17 @@ class DistributedSandbox:
                 except (RayActorError, ObjectLostError) as error:
                     self._retry(share, error)
             outcomes[share.start:share.start + len(share.jobs)] = results
+        if shares:
+            by_node = Counter(self._evaluators[share.evaluator].node for share in shares
+                              for _ in share.jobs)
+            self._events.append(("evaluations_by_node", dict(by_node)))
         return outcomes
+
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """What happened since the last call, for the run store: each `run_many`'s jobs per
+        node (`evaluations_by_node`) and each evaluator lost (`evaluator_lost`)."""
+        events, self._events = self._events, []
+        return events
 
     def close(self) -> None:
         import ray
@@ -157,6 +170,18 @@ class DistributedSandbox:
             if info["error"]:
                 raise SandboxUnavailable(f"node {evaluator.address}: {info['error']}")
 
+    def _forget_dead_nodes(self) -> None:
+        """Mark the evaluators of nodes the cluster reports dead as lost, so no share is
+        sent to them (an evaluator that dies on a live node is found when its share fails)."""
+        import ray
+
+        alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
+        for evaluator in self._evaluators:
+            if not evaluator.lost and evaluator.node not in alive:
+                evaluator.lost = True
+                self._events.append(("evaluator_lost", {"node": evaluator.node, "address": evaluator.address,
+                                                        "reason": "the node left the cluster"}))
+
     def _shares(self, jobs: list[Job]) -> list[_Share]:
         """Contiguous shares of near-equal size, one per live evaluator, each started."""
         live = self._live()
@@ -177,7 +202,10 @@ class DistributedSandbox:
 
     def _retry(self, share: _Share, error: Exception) -> None:
         failed = self._evaluators[share.evaluator]
-        failed.lost = not _comes_back(failed.actor)
+        if not failed.lost and not _comes_back(failed.actor):
+            failed.lost = True
+            self._events.append(("evaluator_lost", {"node": failed.node, "address": failed.address,
+                                                    "reason": error_reason(error)}))
         if share.attempts > self.max_retries:
             raise SandboxUnavailable(
                 f"{len(share.jobs)} evaluations failed on {share.attempts} attempts "

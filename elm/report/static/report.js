@@ -2,50 +2,11 @@
 // the elite of a clicked niche. Candidate text is only ever set as text, never as markup.
 (function () {
   "use strict";
+  const { el, svgEl, fmt, coords, highlighted, diffBlock, product, ravel, binRange, axesCaption } = elm;
   const data = JSON.parse(document.getElementById("run-data").textContent);
-  const SVG_NS = "http://www.w3.org/2000/svg";
   const elitesByNiche = new Map(data.elites.map((e) => [e.niche, e]));
   const mapBox = document.getElementById("archive-map");
   const detail = document.getElementById("detail");
-  const PYTHON = new RegExp(
-    [
-      "(#[^\\n]*)",
-      "(\"\"\"[\\s\\S]*?\"\"\"|'''[\\s\\S]*?'''|[rbfuRBFU]{0,2}\"(?:\\\\.|[^\"\\\\\\n])*\"|[rbfuRBFU]{0,2}'(?:\\\\.|[^'\\\\\\n])*')",
-      "\\b(and|as|assert|async|await|break|class|continue|def|del|elif|else|except|finally|for|from|" +
-        "global|if|import|in|is|lambda|nonlocal|not|or|pass|raise|return|try|while|with|yield|None|True|False)\\b",
-      "\\b(\\d[\\d_]*(?:\\.\\d*)?(?:[eE][+-]?\\d+)?)\\b",
-    ].join("|"),
-    "g"
-  );
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(attrs || {})) {
-      if (key === "class") node.className = value;
-      else node.setAttribute(key, value);
-    }
-    for (const child of children) {
-      if (child === null || child === undefined) continue;
-      node.append(child instanceof Node ? child : String(child));
-    }
-    return node;
-  }
-
-  function svgEl(tag, attrs) {
-    const node = document.createElementNS(SVG_NS, tag);
-    for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, value);
-    return node;
-  }
-
-  function fmt(value) {
-    if (value === null || value === undefined) return "-";
-    if (typeof value === "number" && !Number.isInteger(value)) return value.toPrecision(6).replace(/\.?0+$/, "");
-    return String(value);
-  }
-
-  function coords(list) {
-    return "(" + list.join(", ") + ")";
-  }
 
   function describe(values) {
     if (!values) return "-";
@@ -66,22 +27,6 @@
       : `niche ${coords(coordinates)}: empty`;
     shape.append(title);
     return shape;
-  }
-
-  function product(sizes) {
-    let combos = [[]];
-    for (const size of sizes) {
-      const next = [];
-      for (const combo of combos) for (let i = 0; i < size; i++) next.push(combo.concat([i]));
-      combos = next;
-    }
-    return combos;
-  }
-
-  function ravel(index, bins) {
-    let flat = 0;
-    for (let d = 0; d < bins.length; d++) flat = flat * bins[d] + index[d];
-    return flat;
   }
 
   function drawGrid(layout) {
@@ -105,16 +50,6 @@
         : axesCaption(layout.names);
       mapBox.append(el("figure", {}, svg, el("figcaption", {}, caption)));
     }
-  }
-
-  function binRange(layout, dim, bin) {
-    const [low, high] = layout.ranges[dim];
-    const step = (high - low) / layout.bins[dim];
-    return `${layout.names[dim]} ${fmt(low + bin * step)}..${fmt(low + (bin + 1) * step)}`;
-  }
-
-  function axesCaption(names) {
-    return `${names[0]} →` + (names.length > 1 ? `, ${names[1]} ↑` : "");
   }
 
   function drawCvt(layout) {
@@ -164,33 +99,6 @@
 
   // -- the detail panel ---------------------------------------------------------------------------
 
-  function highlighted(code, fileName) {
-    const pre = el("pre", { id: "source" });
-    if (!/\.py$/.test(fileName || "")) {
-      pre.textContent = code;
-      return pre;
-    }
-    let last = 0;
-    for (const match of code.matchAll(PYTHON)) {
-      if (match.index > last) pre.append(code.slice(last, match.index));
-      const kind = match[1] ? "c" : match[2] ? "s" : match[3] ? "k" : "n";
-      pre.append(el("span", { class: kind }, match[0]));
-      last = match.index + match[0].length;
-    }
-    pre.append(code.slice(last));
-    return pre;
-  }
-
-  function diffBlock(diff) {
-    const pre = el("pre", { class: "diff" });
-    for (const line of diff.split("\n")) {
-      const kind = /^(\+\+\+|---)/.test(line) ? "meta" : line.startsWith("+") ? "add"
-        : line.startsWith("-") ? "del" : line.startsWith("@@") ? "hunk" : "";
-      pre.append(el("span", { class: kind }, line + "\n"));
-    }
-    return pre;
-  }
-
   function candidateLink(id) {
     return data.candidates[id] ? el("button", { class: "link", "data-candidate": String(id) }, `candidate ${id}`)
       : `candidate ${id}`;
@@ -237,6 +145,12 @@
       el("div", { class: "msg" }, step.commit_message || "(no commit message)"),
       step.diff ? el("details", {}, el("summary", {}, "diff"), diffBlock(step.diff)) : null));
     parts.push(el("ol", { class: "lineage" }, ...items));
+    const first = lineage.steps[0];
+    if (!lineage.complete && first && first.parent_id !== null) {
+      parts.push(el("p", { class: "hint", id: "lineage-left-out" },
+        `Earlier steps are not in this page (it holds ${data.num_elites} elites and the nearest of their ancestors): `
+        + `${data.inspect} --lineage ${c.id}`));
+    }
     detail.replaceChildren(...parts);
   }
 

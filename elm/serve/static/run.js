@@ -1,7 +1,8 @@
 // A run's live page: polls the server every second for what the run committed since the
 // last poll (metrics, events) and redraws the archive when a new iteration lands.
 (function () {
-  const { el, svgEl, fmt, percent, coords, table, highlighted, diffBlock, getJson } = elm;
+  const { el, svgEl, fmt, percent, coords, table, highlighted, diffBlock, product, ravel, binRange, axesCaption, getJson } =
+    elm;
   const POLL_MS = 1000;
   const MESSAGES_EVERY = 5;
   const EVENTS_SHOWN = 300;
@@ -166,32 +167,6 @@
     const where = shape.getAttribute("data-coordinates");
     shape.firstChild.textContent = elite ? `niche ${where}: fitness ${fmt(elite.fitness)}` : `niche ${where}: empty`;
     return shape;
-  }
-
-  function product(sizes) {
-    let combos = [[]];
-    for (const size of sizes) {
-      const next = [];
-      for (const combo of combos) for (let i = 0; i < size; i++) next.push(combo.concat([i]));
-      combos = next;
-    }
-    return combos;
-  }
-
-  function ravel(index, bins) {
-    let flat = 0;
-    for (let d = 0; d < bins.length; d++) flat = flat * bins[d] + index[d];
-    return flat;
-  }
-
-  function binRange(layout, dim, bin) {
-    const [low, high] = layout.ranges[dim];
-    const step = (high - low) / layout.bins[dim];
-    return `${layout.names[dim]} ${fmt(low + bin * step)}..${fmt(low + (bin + 1) * step)}`;
-  }
-
-  function axesCaption(names) {
-    return `${names[0]} →` + (names.length > 1 ? `, ${names[1]} ↑` : "");
   }
 
   function drawGrid(layout) {

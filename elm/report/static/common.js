@@ -1,4 +1,5 @@
-// Helpers shared by the dashboard's pages. Candidate text is only ever set as text.
+// Helpers shared by the report and the dashboard's pages (the report embeds this file, the
+// dashboard serves it). Candidate text is only ever set as text, never as markup.
 "use strict";
 const elm = (function () {
   const SVG_NS = "http://www.w3.org/2000/svg";
@@ -80,6 +81,32 @@ const elm = (function () {
     return pre;
   }
 
+  function product(sizes) {
+    let combos = [[]];
+    for (const size of sizes) {
+      const next = [];
+      for (const combo of combos) for (let i = 0; i < size; i++) next.push(combo.concat([i]));
+      combos = next;
+    }
+    return combos;
+  }
+
+  function ravel(index, bins) {
+    let flat = 0;
+    for (let d = 0; d < bins.length; d++) flat = flat * bins[d] + index[d];
+    return flat;
+  }
+
+  function binRange(layout, dim, bin) {
+    const [low, high] = layout.ranges[dim];
+    const step = (high - low) / layout.bins[dim];
+    return `${layout.names[dim]} ${fmt(low + bin * step)}..${fmt(low + (bin + 1) * step)}`;
+  }
+
+  function axesCaption(names) {
+    return `${names[0]} →` + (names.length > 1 ? `, ${names[1]} ↑` : "");
+  }
+
   async function getJson(url) {
     const response = await fetch(url, { cache: "no-store" });
     const body = await response.json();
@@ -87,5 +114,7 @@ const elm = (function () {
     return body;
   }
 
-  return { el, svgEl, fmt, percent, coords, table, highlighted, diffBlock, getJson };
+  return {
+    el, svgEl, fmt, percent, coords, table, highlighted, diffBlock, product, ravel, binRange, axesCaption, getJson,
+  };
 })();
