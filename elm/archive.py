@@ -16,18 +16,20 @@ from ribs.archives import CVTArchive, GridArchive, k_means_centroids
 from elm.config import ArchiveConfig
 from elm.environment import DescriptorSpace
 from elm.errors import UserError
+from elm.records import PlacementOutcome
 
-_ADD_STATUS = {0: "not_added", 1: "improved", 2: "new"}
+# pyribs' add status, as the run records it.
+_ADD_STATUS = {0: PlacementOutcome.NOT_ADDED, 1: PlacementOutcome.IMPROVED, 2: PlacementOutcome.NEW}
 
 
 @dataclass(frozen=True)
 class Placement:
     niche: int
-    outcome: str  # "new", "improved" or "not_added"
+    outcome: PlacementOutcome
 
     @property
     def placed(self) -> bool:
-        return self.outcome != "not_added"
+        return self.outcome != PlacementOutcome.NOT_ADDED
 
 
 @dataclass(frozen=True)
@@ -89,9 +91,6 @@ class Archive:
             layout["bins"] = list(self.bins or ())
         return layout
 
-    def add(self, candidate_id: int, fitness: float, descriptor: Sequence[float]) -> Placement:
-        return self.add_batch([candidate_id], [fitness], [descriptor])[0]
-
     def add_batch(
         self,
         candidate_ids: Sequence[int],
@@ -111,7 +110,7 @@ class Archive:
         holder_ids = holders["solution"][:, 0]
         return [
             Placement(niche=int(niche),
-                      outcome=_ADD_STATUS[int(status)] if holder == cid else "not_added")
+                      outcome=_ADD_STATUS[int(status)] if holder == cid else PlacementOutcome.NOT_ADDED)
             for cid, niche, status, holder in zip(candidate_ids, niches, added["status"], holder_ids)
         ]
 

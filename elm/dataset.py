@@ -28,7 +28,8 @@ from elm.errors import UserError
 from elm.mutation.diff import DiffError, apply_diff, extract_diff, unified_diff
 from elm.mutation.prompt import diff_prompt
 from elm.mutation.scratch_model import END_OF_TEXT
-from elm.store import CandidateRecord, RunStore
+from elm.records import CandidateRecord, PlacementOutcome, Stage, Status
+from elm.store import RunStore
 
 SELECTIONS = ("placed", "improved", "ok", "all")
 TRAIN, HELDOUT = "train", "heldout"
@@ -68,14 +69,14 @@ def select(record: CandidateRecord, parent: CandidateRecord, selection: str) -> 
     """Whether a child with a program belongs to `selection`."""
     if selection == "all":
         return True
-    if record.status != "ok":
+    if record.status != Status.OK:
         return False
     if selection == "ok":
         return True
     if selection == "placed":
-        return record.stage == "placed"
+        return record.stage == Stage.PLACED
     gain = _gain(record, parent)
-    return record.placement == "new" or (gain is not None and gain > 0)
+    return record.placement == PlacementOutcome.NEW or (gain is not None and gain > 0)
 
 
 def run_examples(run_dir: str | Path, selection: str = "placed", operators: Sequence[str] | None = None,
@@ -102,7 +103,7 @@ def run_examples(run_dir: str | Path, selection: str = "placed", operators: Sequ
             continue
         prompt = diff_prompt(record.file_name, parent.source, record.commit_message or "")
         yield DiffExample(prompt, completion, str(run_dir), record.id, parent.id, record.operator,
-                          _gain(record, parent), record.placement == "new", split_of(prompt, holdout))
+                          _gain(record, parent), record.placement == PlacementOutcome.NEW, split_of(prompt, holdout))
 
 
 def collect_examples(run_dirs: Iterable[str | Path], selection: str = "placed",

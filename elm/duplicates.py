@@ -19,8 +19,8 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
 from elm.evaluator import Evaluator
-from elm.mutation import REUSED_STAGES, Child
-from elm.store import CandidateRecord, ProgramVerdict
+from elm.records import REUSED_STAGES, CandidateRecord, Child, Stage, Status
+from elm.store import ProgramVerdict
 
 
 def program_key(source: str | None) -> str | None:
@@ -101,11 +101,12 @@ class EvaluatedPrograms:
     def _reused(self, evaluator: Evaluator, child: Child, candidate_id: int, iteration: int,
                 key: str) -> CandidateRecord:
         verdict = self._verdicts[key]
-        stage = "unchanged" if self._keys.get(child.parent_id) == key else "duplicate"  # type: ignore[arg-type]
-        scored = verdict.status == "ok"
+        unchanged = child.parent_id is not None and self._keys.get(child.parent_id) == key
+        stage, status = (Stage.UNCHANGED, Status.UNCHANGED) if unchanged else (Stage.DUPLICATE, Status.DUPLICATE)
+        scored = verdict.status == Status.OK
         return CandidateRecord(
             id=candidate_id, iteration=iteration, parent_id=child.parent_id, operator=child.operator,
-            file_name=evaluator.environment.file_name, source=child.source, stage=stage, status=stage,
+            file_name=evaluator.environment.file_name, source=child.source, stage=stage, status=status,
             commit_message=child.commit_message, diff=child.diff, error=child.error,
             fitness=verdict.fitness if scored else None,
             descriptor=list(verdict.descriptor or ()) if scored else None,

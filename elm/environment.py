@@ -127,11 +127,14 @@ class Environment:
     commit_messages: ClassVar[tuple[CommitMessage, ...]] = (
         CommitMessage("Changed the program.", 1.0),
     )
-    # The fitness floor for the QD score (sum over elites of fitness - qd_offset).
-    qd_offset: ClassVar[float] = 0.0
+    # The fitness floor for the QD score (sum over elites of fitness - qd_offset); an
+    # environment whose floor depends on its options sets it per instance.
+    qd_offset: float = 0.0
     # `elm verify`: how far a re-run's fitness and descriptor values may be from the stored
     # ones and still count as reproduced (absolute; 0.0: exactly).
     reproduce_tolerance: ClassVar[float] = 0.0
+    # The seeds the config names (`environment.seeds`), None for the environment's default.
+    seed_names: list[str] | None = None
 
     def __init__(self, seeds: Sequence[str] | None = None, **options: Any) -> None:
         if options:
@@ -140,7 +143,8 @@ class Environment:
         self.seed_names = list(seeds) if seeds is not None else None
 
     def select_seeds(self, programs: Sequence[Program]) -> list[Program]:
-        """Keep the seeds named in the config (all when none were named)."""
+        """Keep the seeds named in the config (all when none were named): what `seeds()`
+        returns, so that the environment alone decides which seeds a run starts from."""
         if self.seed_names is None:
             return list(programs)
         by_name = {program.name: program for program in programs}
@@ -179,6 +183,21 @@ class Environment:
     def render(self, result: Any, path: str) -> str | None:
         """Draw a picture of a result into `path` (without suffix); return the file written."""
         return None
+
+
+def seed_programs(environment: Environment) -> list[Program]:
+    """The programs a run starts from: `environment.seeds()`, which keeps the ones the config
+    names (`select_seeds`). An environment whose seeds() returns others than the named ones
+    is refused with one line rather than followed."""
+    programs = environment.seeds()
+    named = environment.seed_names
+    returned = [program.name for program in programs]
+    if named is not None and returned != list(named):
+        raise EnvironmentLoadError(
+            f"environment {environment.name!r} was asked for the seeds {', '.join(named)} but its seeds() "
+            f"returned {', '.join(str(name) for name in returned) or 'none'}: seeds() must return "
+            "self.select_seeds(programs)")
+    return programs
 
 
 def seed_folder_programs(package: str, file_name: str) -> list[Program]:

@@ -15,9 +15,8 @@ from typing import Any
 
 from elm.config import SandboxConfig
 from elm.environment import Environment, Score
-from elm.mutation import Child
+from elm.records import FAILURE_KEY, CandidateRecord, Child, ScoringFailure, Stage, Status
 from elm.sandbox import Job, Outcome, Sandbox
-from elm.store import CandidateRecord
 
 _STDOUT_KEEP = 4096
 
@@ -42,7 +41,7 @@ class Evaluator:
     def evaluate(self, children: Sequence[Child], ids: Sequence[int], iteration: int) -> list[CandidateRecord]:
         """Records for `children` (ids given by the loop), in the same order."""
         records = [self._record(child, cid, iteration) for child, cid in zip(children, ids)]
-        runnable = [r for r in records if r.stage == "compiled"]
+        runnable = [r for r in records if r.stage == Stage.COMPILED]
         started = time.perf_counter()
         outcomes = self.sandbox.run_many([self.job_for(r.source or "") for r in runnable])
         elapsed = time.perf_counter() - started
@@ -56,31 +55,33 @@ class Evaluator:
         record = CandidateRecord(
             id=candidate_id, iteration=iteration, parent_id=child.parent_id,
             operator=child.operator, file_name=self.environment.file_name, source=child.source,
-            stage=child.stage, status="mutation_failed", commit_message=child.commit_message,
+            stage=child.stage, status=Status.MUTATION_FAILED, commit_message=child.commit_message,
             diff=child.diff, error=child.error, timings=dict(child.timings), extras=dict(child.extras),
         )
         if child.source is None:
             return record
         syntax_error = compile_error(child.source, self.environment.file_name)
         if syntax_error:
-            record.status, record.error = "syntax_error", syntax_error
+            record.status, record.error = Status.SYNTAX_ERROR, syntax_error
         else:
-            record.stage, record.status = "compiled", "pending"
+            record.stage, record.status = Stage.COMPILED, Status.PENDING
         return record
 
     def _score(self, record: CandidateRecord, outcome: Outcome) -> None:
         record.stdout = outcome.stdout[-_STDOUT_KEEP:] or None
         record.status = outcome.status
-        if outcome.status != "ok":
+        if outcome.status != Status.OK:
             record.error = outcome.error
             return
-        record.stage = "ran"
+        record.stage = Stage.RAN
         record.result = outcome.result
-        score = score_safely(self.environment, outcome.result)
+        score, failure = score_safely(self.environment, outcome.result)
         if not score.valid:
-            record.status, record.error = "invalid", score.invalid_reason
+            record.status, record.error = Status.INVALID, score.invalid_reason
+            if failure is not None:
+                record.extras[FAILURE_KEY] = failure
             return
-        record.stage = "scored"
+        record.stage = Stage.SCORED
         record.fitness = score.fitness
         record.descriptor = list(score.descriptor or ())
         record.extras.update(score.extras)
@@ -97,25 +98,27 @@ def compile_error(source: str, file_name: str) -> str | None:
     return None
 
 
-def score_safely(environment: Environment, result: Any) -> Score:
-    """An environment's scoring bug on hostile data invalidates the candidate, not the run:
-    whatever `score` raises or returns, the answer is a valid Score the archive and the
+def score_safely(environment: Environment, result: Any) -> tuple[Score, ScoringFailure | None]:
+    """The environment's score of a result, and whether its scoring code failed on it: an
+    environment's scoring bug on hostile data invalidates the candidate, not the run.
+    Whatever `score` raises or returns, the answer is a valid Score the archive and the
     store can take (a finite fitness, one finite value per descriptor dimension, extras
     that are JSON) or an invalid one with the reason."""
     try:
         score = environment.score(result)
     except Exception as error:  # the environment is plug-in code; record its failure
-        return Score.invalid(f"scoring failed: {type(error).__name__}: {str(error)[:200]}")
+        return (Score.invalid(f"scoring failed: {type(error).__name__}: {str(error)[:200]}"),
+                ScoringFailure.RAISED)
     if not isinstance(score, Score):
-        return Score.invalid(f"score() returned {type(score).__name__}, not Score")
-    if not score.valid:
-        return Score.invalid(str(score.invalid_reason)[:500])
+        return Score.invalid(f"score() returned {type(score).__name__}, not Score"), ScoringFailure.MALFORMED
+    if not score.valid:  # the environment's verdict, with its reason
+        return Score.invalid(str(score.invalid_reason)[:500]), None
     problem = _score_problem(score, environment.descriptor_space.dimensions)
     if problem:
-        return Score.invalid(f"score() returned {problem}")
+        return Score.invalid(f"score() returned {problem}"), ScoringFailure.MALFORMED
     return Score(fitness=float(score.fitness),  # type: ignore[arg-type]
                  descriptor=tuple(float(v) for v in score.descriptor),  # type: ignore[union-attr]
-                 extras=dict(score.extras))
+                 extras=dict(score.extras)), None
 
 
 def _score_problem(score: Score, dimensions: Sequence[Any]) -> str | None:

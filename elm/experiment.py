@@ -8,7 +8,6 @@ commits its first iteration (no seed program is valid) removes what it wrote.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -17,13 +16,13 @@ from typing import TypeVar
 from elm import __version__
 from elm.archive import Archive
 from elm.config import ElmConfig, config_to_yaml, load_config, secret_variables
-from elm.environment import Environment, EnvironmentLoadError, load_environment
+from elm.environment import Environment, EnvironmentLoadError, load_environment, seed_programs
 from elm.errors import UserError
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop, IterationListener
 from elm.mutation import make_mutator
-from elm.sandbox import open_sandbox
-from elm.store import STORE_FILE, RunStore
+from elm.sandbox import Sandbox, open_sandbox
+from elm.store import READ_ERRORS, STORE_FILE, RunStore
 
 CONFIG_FILE = "config.yaml"
 # What starting a run writes into its folder (SQLite adds the -wal and -shm files).
@@ -52,8 +51,8 @@ def new_run_dir(config: ElmConfig, out: str | Path | None) -> Path:
 def start_run(config: ElmConfig, out: str | Path | None = None,
               on_iteration: IterationListener | None = None) -> Path:
     environment = _from_plugin(config, "loading it", lambda: open_environment(config))
-    seeds = _from_plugin(config, "seeds()", environment.seeds)
-    environment.select_seeds(seeds)  # an unknown seed name is refused before the folder exists
+    # An unknown seed name is refused before the folder exists.
+    _from_plugin(config, "seeds()", lambda: seed_programs(environment))
     archive = Archive(environment.descriptor_space, config.archive,
                       qd_offset=environment.qd_offset, seed=config.run.seed)
     run_dir = new_run_dir(config, out)
@@ -157,7 +156,7 @@ def _has_committed_iteration(run_dir: Path) -> bool:
         return True  # unreadable: keep it rather than guess
     try:
         return store.last_iteration() is not None
-    except sqlite3.DatabaseError:
+    except READ_ERRORS:
         return True
     finally:
         store.close()
@@ -182,7 +181,7 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
     if config.workers.distributed_evaluation:
         from elm.sandbox.distributed import DistributedSandbox
 
-        sandbox = DistributedSandbox(config)
+        sandbox: Sandbox = DistributedSandbox(config)
     else:
         sandbox = open_sandbox(config.sandbox, hidden_env=secret_variables(config))
     try:

@@ -387,6 +387,8 @@ class _Trainer:
     def progress(self) -> float:
         if self.options.minutes is not None:
             return min(self.state.train_s / (self.options.minutes * 60.0), 1.0)
+        if self.options.steps is None:  # the options were checked: one budget is given
+            raise ValueError("fine-tuning needs a budget of steps or minutes")
         return min(self.state.step / self.options.steps, 1.0)
 
     def _done(self) -> bool:

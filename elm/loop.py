@@ -19,13 +19,14 @@ import numpy as np
 from elm.archive import Archive
 from elm.config import ElmConfig
 from elm.duplicates import EvaluatedPrograms
-from elm.environment import Environment
+from elm.environment import Environment, seed_programs
 from elm.errors import UserError
 from elm.evaluator import Evaluator, error_summary
-from elm.mutation import REUSED_STAGES, Child, MutationRequest, Mutator, funnel_from_stops
+from elm.mutation import MutationRequest, Mutator
 from elm.mutation.messages import make_message_policy, mark_drawn_messages
 from elm.mutation.prompt import commit_messages_for
-from elm.store import CandidateRecord, IterationMetrics, RunStore, SnapshotRow
+from elm.records import CandidateRecord, Child, SnapshotRow, Stage, Status, funnel_counts
+from elm.store import IterationMetrics, RunStore
 
 IterationListener = Callable[[IterationMetrics], None]
 
@@ -49,7 +50,8 @@ class EvolutionLoop:
         self.store = store
         self.on_iteration = on_iteration or (lambda metrics: None)
         self.commit_messages = commit_messages_for(config, environment)
-        self.depth = min(config.workers.in_flight, getattr(mutator, "max_in_flight", 1 << 30))
+        limit = mutator.max_in_flight
+        self.depth = config.workers.in_flight if limit is None else min(config.workers.in_flight, limit)
         self.message_policy = make_message_policy(config.mutation.message_selection,
                                                   self.commit_messages, lag=self.depth)
         self.programs = EvaluatedPrograms()
@@ -66,7 +68,7 @@ class EvolutionLoop:
             self.seed()
             last = 0
         elif not self.archive.elites() and last < self.config.run.iterations:
-            raise _no_valid_seed([r for r in self.store.candidates() if r.iteration == 0])
+            raise _no_valid_seed(list(self.store.candidates(iteration=0)))
         pending: deque[tuple[int, Any, list[MutationRequest]]] = deque()
         last_iteration = self.config.run.iterations
         next_iteration = last + 1
@@ -100,9 +102,9 @@ class EvolutionLoop:
         return self.store.last_iteration()
 
     def seed(self) -> None:
-        seeds = self.environment.select_seeds(self.environment.seeds())
+        seeds = seed_programs(self.environment)
         children = [Child(parent_id=None, source=p.source, operator="seed",
-                          commit_message=p.name or None, stage="applied") for p in seeds]
+                          commit_message=p.name or None, stage=Stage.APPLIED) for p in seeds]
         self._finish(0, children, waited_s=0.0)
 
     def requests(self, iteration: int) -> list[MutationRequest]:
@@ -125,13 +127,12 @@ class EvolutionLoop:
         ]
 
     def place(self, records: Sequence[CandidateRecord]) -> None:
-        scored = [r for r in records if r.status == "ok"]
-        placements = self.archive.add_batch(
-            [r.id for r in scored], [r.fitness for r in scored], [r.descriptor for r in scored])
+        scored = [r for r in records if r.status == Status.OK]
+        placements = self.archive.add_batch(*_offers(scored))
         for record, placement in zip(scored, placements):
             record.niche, record.placement = placement.niche, placement.outcome
             if placement.placed:
-                record.stage = "placed"
+                record.stage = Stage.PLACED
                 self._sources[record.id] = record.source or ""
 
     def _finish(self, iteration: int, children: Sequence[Child], waited_s: float) -> None:
@@ -157,7 +158,7 @@ class EvolutionLoop:
     def _stage_figures(self, children: Sequence[Child], waited_s: float, evaluate_s: float,
                        interval_s: float) -> dict[str, float]:
         """Throughput and busy share of generation and evaluation over this iteration."""
-        workers = max(getattr(self.mutator, "workers", 1), 1)
+        workers = max(self.mutator.workers, 1)
         generate_s = sum(c.timings.get("generate_s", 0.0) for c in children)
         interval_s = max(interval_s, 1e-9)
         return {
@@ -199,7 +200,7 @@ def _no_valid_seed(records: Sequence[CandidateRecord]) -> UserError:
     reason_of: dict[int, str] = {}
     for record in records:
         reason = f"{record.status}: {error_summary(record.error)}"
-        if record.status in REUSED_STAGES:  # a copy of an earlier seed fails as that one did
+        if record.status in (Status.UNCHANGED, Status.DUPLICATE):  # a copy of an earlier seed fails as it did
             reason = reason_of.get((record.extras or {}).get("same_as"), reason)  # type: ignore[arg-type]
         reason_of[record.id] = reason
         seeds_by_reason.setdefault(reason, []).append(record.commit_message or f"#{record.id}")
@@ -208,6 +209,15 @@ def _no_valid_seed(records: Sequence[CandidateRecord]) -> UserError:
     return UserError(f"no seed program is valid, so evolution cannot start ({reasons or 'seeds() returned none'})")
 
 
-def funnel_counts(records: Sequence[CandidateRecord]) -> dict[str, int]:
-    """How many records reached each validity stage."""
-    return funnel_from_stops(Counter(r.stage for r in records))
+def _offers(scored: Sequence[CandidateRecord]) -> tuple[list[int], list[float], list[list[float]]]:
+    """The ids, fitnesses and descriptors of scored candidates, as the archive takes them."""
+    ids: list[int] = []
+    fitnesses: list[float] = []
+    descriptors: list[list[float]] = []
+    for record in scored:
+        if record.fitness is None or record.descriptor is None:
+            raise ValueError(f"candidate {record.id} was not scored: it cannot go to the archive")
+        ids.append(record.id)
+        fitnesses.append(record.fitness)
+        descriptors.append(record.descriptor)
+    return ids, fitnesses, descriptors

@@ -6,6 +6,7 @@ run killed at any point loses at most the iteration in flight.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sqlite3
 import time
@@ -15,6 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from elm.errors import UserError
+from elm.records import (
+    REUSED_STAGES,
+    CandidateRecord,
+    PlacementOutcome,
+    SnapshotRow,
+    Stage,
+    Status,
+    niche_holders,
+    reached,
+)
 
 STORE_FILE = "run.sqlite"
 SCHEMA_VERSION = 2
@@ -92,31 +103,6 @@ CREATE TABLE IF NOT EXISTS events (
 
 
 @dataclass
-class CandidateRecord:
-    """One candidate as stored. `status` is the final verdict: `ok` only when scored."""
-
-    id: int
-    iteration: int
-    parent_id: int | None
-    operator: str
-    file_name: str
-    source: str | None
-    stage: str
-    status: str
-    commit_message: str | None = None
-    diff: str | None = None
-    error: str | None = None
-    fitness: float | None = None
-    descriptor: list[float] | None = None
-    niche: int | None = None
-    placement: str | None = None
-    result: Any = None
-    stdout: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class IterationMetrics:
     iteration: int
     wall_s: float
@@ -146,6 +132,15 @@ class MessageOutcome:
     reused: int
 
 
+# The run's vocabulary as SQL text (elm/records.py owns the words).
+_OK = f"'{Status.OK}'"
+_PLACED = f"'{Stage.PLACED}'"
+_RAN = ", ".join(f"'{stage}'" for stage in reached(Stage.RAN))
+_REUSED = ", ".join(f"'{stage}'" for stage in REUSED_STAGES)
+_REUSED_STATUSES = f"'{Status.UNCHANGED}', '{Status.DUPLICATE}'"
+_NEW, _IMPROVED = f"'{PlacementOutcome.NEW}'", f"'{PlacementOutcome.IMPROVED}'"
+
+
 @dataclass(frozen=True)
 class ProgramVerdict:
     """The first evaluation of a distinct program (by its key, elm/duplicates.py): what a
@@ -158,21 +153,19 @@ class ProgramVerdict:
     descriptor: list[float] | None
 
 
-@dataclass(frozen=True)
-class SnapshotRow:
-    niche: int
-    candidate_id: int
-    fitness: float
-    descriptor: tuple[float, ...]
-
-
 _JSON_COLUMNS = ("descriptor", "result", "timings", "extras", "statuses", "funnel")
+
+# What reading a damaged store raises: SQLite's own errors, and JSON that a damaged page
+# gives back cut short. Views of a run catch these and show what is readable.
+READ_ERRORS: tuple[type[Exception], ...] = (sqlite3.DatabaseError, ValueError)
 
 
 class RunStore:
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, connection: sqlite3.Connection, damage: str | None = None) -> None:
         self.path = path
         self._db = connection
+        # What is wrong with the file, for a store opened by `open_readable` despite it.
+        self.damage = damage
 
     @classmethod
     def create(cls, run_dir: str | Path, meta: dict[str, Any]) -> RunStore:
@@ -203,12 +196,30 @@ class RunStore:
             raise UserError(f"cannot read run store {path}: {error}") from None
         return store
 
+    @classmethod
+    def open_readable(cls, run_dir: str | Path) -> RunStore:
+        """Open read-only whatever can be read, for views of a run: a file cut short (the
+        run was killed while writing, or it was copied incompletely) opens with the pages
+        it has, and `damage` says so; reads of what is missing raise one of READ_ERRORS."""
+        path = Path(run_dir) / STORE_FILE
+        missing = _missing_pages(path) if path.is_file() else None
+        if not missing:
+            return cls.open(run_dir, readonly=True)
+        present, expected = missing
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        # Without this SQLite refuses a file shorter than its header says, even the pages it has.
+        connection.execute("PRAGMA writable_schema=ON")
+        return cls(path, connection, damage=(
+            f"{STORE_FILE} is truncated ({present} of {expected} pages; the run was killed "
+            "while writing or the file was copied incompletely): showing what is readable"))
+
     def close(self) -> None:
         self._db.close()
 
     # -- writing -------------------------------------------------------------
 
     def set_meta(self, key: str, value: Any) -> None:
+        """Replace one meta entry: a resume with overrides records the config it continues with."""
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
@@ -282,19 +293,34 @@ class RunStore:
         rows = self._select_candidates("WHERE id = ?", (candidate_id,))
         return next(rows, None)
 
-    def candidates(self, where: str = "", params: Sequence[Any] = ()) -> Iterator[CandidateRecord]:
-        """Candidates in id order; `where` is an SQL condition on the candidates table."""
-        clause = f"WHERE {where}" if where else ""
+    def candidates(self, *, status: str | None = None, iteration: int | None = None,
+                   after_iteration: int | None = None) -> Iterator[CandidateRecord]:
+        """Candidates in id order: all, or those with the given status, of one iteration, or
+        of the iterations after one."""
+        conditions, params = [], []
+        for condition, value in (("status = ?", status), ("iteration = ?", iteration),
+                                 ("iteration > ?", after_iteration)):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+        clause = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         return self._select_candidates(clause, params)
+
+    def candidates_by_id(self, ids: Iterable[int]) -> Iterator[CandidateRecord]:
+        """The candidates with these ids that the store holds, in id order."""
+        ids = sorted(set(ids))
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start:start + _IDS_PER_QUERY]
+            yield from self._select_candidates(f"WHERE id IN ({_placeholders(chunk)})", chunk)
 
     def scored_candidates(self) -> Iterator[CandidateRecord]:
         """Every scored candidate in the order it was offered to the archive."""
-        return self._select_candidates("WHERE status = 'ok'", ())
+        return self._select_candidates(f"WHERE status = {_OK}", ())
 
     def evaluated_candidates(self) -> Iterator[CandidateRecord]:
         """Candidates whose program was evaluated, not reused from an earlier one, in id order."""
         return self._select_candidates(
-            "WHERE source IS NOT NULL AND stage NOT IN ('unchanged', 'duplicate')", ())
+            f"WHERE source IS NOT NULL AND stage NOT IN ({_REUSED})", ())
 
     def lineage_links(self) -> Iterator[tuple[int, int | None]]:
         """(candidate id, parent id) of every candidate, in id order."""
@@ -306,9 +332,9 @@ class RunStore:
         elite), or reused an earlier evaluation."""
         where, params = ("WHERE iteration = ?", (iteration,)) if iteration is not None else ("", ())
         rows = self._db.execute(
-            "SELECT iteration, message, count(*), sum(stage IN ('ran', 'scored', 'placed')),"
-            " sum(stage = 'placed'), sum(placement = 'new'), sum(placement = 'improved'),"
-            " sum(stage IN ('unchanged', 'duplicate')) FROM ("
+            f"SELECT iteration, message, count(*), sum(stage IN ({_RAN})),"
+            f" sum(stage = {_PLACED}), sum(placement = {_NEW}), sum(placement = {_IMPROVED}),"
+            f" sum(stage IN ({_REUSED})) FROM ("
             "  SELECT iteration, stage, coalesce(placement, '') AS placement,"
             "  json_extract(extras, '$.drawn_message') AS message"
             f"  FROM candidates {where}) WHERE message IS NOT NULL"
@@ -318,8 +344,8 @@ class RunStore:
     def sources(self, ids: Iterable[int]) -> dict[int, str]:
         ids = list(ids)
         found: dict[int, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            chunk = ids[start:start + _IDS_PER_QUERY]
             query = f"SELECT id, source FROM candidates WHERE id IN ({_placeholders(chunk)})"
             found.update(self._db.execute(query, chunk).fetchall())
         return found
@@ -337,8 +363,8 @@ class RunStore:
         """(id, status, error) of the latest `limit` candidates whose own evaluation failed,
         in id order (an `unchanged` or `duplicate` one was not evaluated: it reused a verdict)."""
         rows = self._db.execute(
-            "SELECT id, status, error FROM candidates"
-            " WHERE status NOT IN ('ok', 'unchanged', 'duplicate') ORDER BY id DESC LIMIT ?", (limit,))
+            f"SELECT id, status, error FROM candidates WHERE status NOT IN ({_OK}, {_REUSED_STATUSES})"
+            " ORDER BY id DESC LIMIT ?", (limit,))
         return rows.fetchall()[::-1]
 
     def first_candidate_by_status(self) -> dict[str, int]:
@@ -356,7 +382,7 @@ class RunStore:
             " count(json_extract(extras, '$.tokens.prompt')) FROM candidates"
             " WHERE json_extract(extras, '$.tokens.prompt') IS NOT NULL").fetchone()
         (placed,) = self._db.execute(
-            "SELECT count(*) FROM candidates WHERE stage = 'placed' AND parent_id IS NOT NULL").fetchone()
+            f"SELECT count(*) FROM candidates WHERE stage = {_PLACED} AND parent_id IS NOT NULL").fetchone()
         return {"prompt": int(prompt), "completion": int(completion), "counted": int(counted),
                 "placed_children": int(placed)}
 
@@ -386,19 +412,13 @@ class RunStore:
         return [{"iteration": i, "at": a, "kind": k, "detail": json.loads(d)} for i, a, k, d in rows]
 
     def best_per_niche(self, up_to_iteration: int | None = None) -> list[SnapshotRow]:
-        """The archive's elites rebuilt from the candidates (up to an iteration): in each
-        niche the scored candidate with the highest fitness, the earliest id on ties, which
-        is what replaying them in id order into pyribs keeps (it replaces only on strictly
-        greater fitness)."""
+        """The archive's elites rebuilt from the candidates (up to an iteration), by the
+        one rule of which candidate holds a niche (`elm.records.niche_holders`)."""
         limit = "" if up_to_iteration is None else "AND iteration <= ?"
         params = () if up_to_iteration is None else (up_to_iteration,)
-        rows = self._db.execute(
-            "SELECT niche, id, fitness, descriptor FROM ("
-            " SELECT niche, id, fitness, descriptor, row_number() OVER ("
-            "  PARTITION BY niche ORDER BY fitness DESC, id) AS rank"
-            f" FROM candidates WHERE status = 'ok' AND niche IS NOT NULL {limit}"
-            ") WHERE rank = 1 ORDER BY niche", params)
-        return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
+        return niche_holders(self._db.execute(
+            "SELECT niche, id, fitness, descriptor FROM candidates"
+            f" WHERE status = {_OK} AND niche IS NOT NULL {limit} ORDER BY id", params))
 
     # -- paged reading, for views of a run that is still being written -------------------
 
@@ -436,32 +456,26 @@ class RunStore:
 
     def current_elites(self) -> list[SnapshotRow]:
         """What `best_per_niche()` returns, read from the latest snapshot and the candidates
-        scored after it, so it costs as much as one snapshot interval, not the whole run.
-        A snapshot holds the archive of its iteration, and a later candidate takes a niche
-        only with a strictly greater fitness (snapshot ids are all earlier)."""
+        scored after it, so it costs as much as one snapshot interval, not the whole run
+        (a snapshot holds the archive of its iteration, and its candidates came first)."""
         (latest,) = self._db.execute("SELECT max(iteration) FROM snapshots").fetchone()
         if latest is None:
             return self.best_per_niche()
-        rows = self._db.execute(
-            "SELECT niche, id, fitness, descriptor FROM ("
-            " SELECT niche, id, fitness, descriptor, row_number() OVER ("
-            "  PARTITION BY niche ORDER BY fitness DESC, id) AS rank FROM ("
-            "  SELECT niche, candidate_id AS id, fitness, descriptor FROM snapshots WHERE iteration = ?"
-            "  UNION ALL"
-            "  SELECT niche, id, fitness, descriptor FROM candidates"
-            "  WHERE iteration > ? AND status = 'ok' AND niche IS NOT NULL)"
-            ") WHERE rank = 1 ORDER BY niche", (latest, latest)).fetchall()
-        return [SnapshotRow(n, c, f, tuple(json.loads(d))) for n, c, f, d in rows]
+        snapshot = self._db.execute(
+            "SELECT niche, candidate_id, fitness, descriptor FROM snapshots WHERE iteration = ?", (latest,))
+        later = self._db.execute(
+            "SELECT niche, id, fitness, descriptor FROM candidates"
+            f" WHERE iteration > ? AND status = {_OK} AND niche IS NOT NULL ORDER BY id", (latest,))
+        return niche_holders(itertools.chain(snapshot, later))
 
     def message_counts(self, after_id: int | None, up_to_id: int) -> list[dict[str, Any]]:
         """Per commit message, over the candidates with ids in (after_id, up_to_id]: how many
         tried it, ran, were placed, took a new niche or improved one. The counts add up over
         consecutive id ranges, so a live view reads each candidate once."""
-        ran = ", ".join(f"'{stage}'" for stage in ("ran", "scored", "placed"))
         rows = self._db.execute(
             "SELECT commit_message, count(*),"
-            f" count(CASE WHEN stage IN ({ran}) THEN 1 END), count(CASE WHEN stage = 'placed' THEN 1 END),"
-            " count(CASE WHEN placement = 'new' THEN 1 END), count(CASE WHEN placement = 'improved' THEN 1 END)"
+            f" count(CASE WHEN stage IN ({_RAN}) THEN 1 END), count(CASE WHEN stage = {_PLACED} THEN 1 END),"
+            f" count(CASE WHEN placement = {_NEW} THEN 1 END), count(CASE WHEN placement = {_IMPROVED} THEN 1 END)"
             " FROM candidates WHERE id > ? AND id <= ? AND operator != 'seed'"
             " GROUP BY commit_message", (-1 if after_id is None else after_id, up_to_id)).fetchall()
         return [{"text": text, "tries": tries, "ran": ran_count, "placed": placed,
@@ -474,6 +488,7 @@ class RunStore:
             yield CandidateRecord(**_decode(dict(zip(_CANDIDATE_FIELDS, row))))
 
 
+_IDS_PER_QUERY = 500  # well under SQLite's limit on bound parameters
 _CANDIDATE_FIELDS = tuple(CandidateRecord.__dataclass_fields__)
 _CANDIDATE_COLUMNS = ", ".join(_CANDIDATE_FIELDS)
 _CANDIDATE_JSON_INDEXES = [i for i, name in enumerate(_CANDIDATE_FIELDS) if name in _JSON_COLUMNS]
@@ -490,6 +505,24 @@ def _connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
     return connection
+
+
+def _missing_pages(path: Path) -> tuple[int, int] | None:
+    """(pages present, pages the header announces) when the file is shorter than announced."""
+    with path.open("rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return None  # not a database at all: RunStore.open says so
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512:
+        return None  # a damaged header: RunStore.open reports it
+    announced = int.from_bytes(header[28:32], "big")
+    header_valid = header[24:28] == header[92:96]
+    present = path.stat().st_size // page_size
+    if header_valid and announced > present:
+        return present, announced
+    return None
 
 
 def _placeholders(items: Sequence[Any] | dict[str, Any]) -> str:

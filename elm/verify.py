@@ -19,8 +19,7 @@ from typing import Any
 from elm.environment import Environment
 from elm.errors import UserError
 from elm.evaluator import Evaluator
-from elm.mutation import Child
-from elm.store import CandidateRecord
+from elm.records import CandidateRecord, Child, Status
 
 
 @dataclass
@@ -95,7 +94,7 @@ def verify_run(run_dir: str | Path, top: int | None = 10) -> Verification:
 def _compare(check: EliteCheck, stored: CandidateRecord, rerun: CandidateRecord,
              environment: Environment, tolerance: float) -> None:
     check.status, check.fitness, check.descriptor = rerun.status, rerun.fitness, rerun.descriptor
-    if rerun.status != "ok":
+    if rerun.status != Status.OK:
         check.problems.append(f"the re-run ended {rerun.status}: {rerun.error or 'no reason given'}")
         return
     differences = _differences(check, tolerance)

@@ -101,7 +101,7 @@ def test_a_run_spreads_over_two_nodes_and_survives_losing_one(cluster, tmp_path,
     store = RunStore.open(run_dir, readonly=True)
     try:
         assert store.last_iteration() == ITERATIONS
-        children = list(store.candidates("iteration > 0"))
+        children = list(store.candidates(after_iteration=0))
         assert Counter(c.iteration for c in children) == dict.fromkeys(range(1, ITERATIONS + 1), BATCH)
         events = store.events()
     finally:

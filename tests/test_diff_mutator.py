@@ -15,8 +15,9 @@ from elm.errors import UserError
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
 from elm.mutation import MutationRequest
-from elm.mutation.diff_mutator import SKIPPED, DiffMutator
+from elm.mutation.diff_mutator import DiffMutator
 from elm.mutation.model import DiffModel
+from elm.records import Stage
 from elm.sandbox import open_sandbox
 from elm.store import RunStore
 from tests.tiny_codegen import tiny_codegen_dir  # noqa: F401
@@ -107,7 +108,7 @@ def test_prompts_too_long_are_skipped_and_never_sent():
     long_source = SEED + "# padding\n" * 20
     children = mutator.propose([_request(1), _request(2, parent_id=2, source=long_source)])
     skipped = [child for child in children if child.parent_id == 2]
-    assert len(skipped) == 1 and skipped[0].stage == SKIPPED and skipped[0].source is None
+    assert len(skipped) == 1 and skipped[0].stage == Stage.SKIPPED and skipped[0].source is None
     assert skipped[0].error.startswith("prompt too long (")
     assert all(SEED + "# padding" not in prompt for prompts, _ in model.calls for prompt in prompts)
 
@@ -144,7 +145,7 @@ def test_tiny_model_prompts_over_the_limit_are_skipped(tiny_codegen_dir):
     model = DiffModel.load(str(tiny_codegen_dir))
     mutator = DiffMutator(model, MutationConfig(operator="diff", max_prompt_tokens=10))
     children = mutator.propose([_request(1), _request(2)])
-    assert [child.stage for child in children] == [SKIPPED, SKIPPED]
+    assert [child.stage for child in children] == [Stage.SKIPPED, Stage.SKIPPED]
     assert "tokens > 10)" in children[0].error
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from elm.cli import main
-from elm.mutation import FUNNEL, REUSED_STAGES
+from elm.records import FUNNEL, REUSED_STAGES
 from elm.store import RunStore
 from tests.test_report_support import (  # noqa: F401  (fixtures)
     HOSTILE_COMMENT,

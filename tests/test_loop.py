@@ -8,12 +8,14 @@ import pytest
 
 from elm.archive import Archive
 from elm.config import build_config
+from elm.environment import EnvironmentLoadError, Program, seed_programs
 from elm.evaluator import Evaluator
-from elm.loop import EvolutionLoop, funnel_counts
+from elm.loop import EvolutionLoop
 from elm.mutation.gp import GPMutator
+from elm.records import Child, funnel_counts
 from elm.sandbox import Outcome
 from elm.store import RunStore
-from tests.toy_environment import BROKEN_SEED, Toy
+from tests.toy_environment import BROKEN_SEED, SEED, Toy
 
 
 class HashSandbox:
@@ -34,11 +36,12 @@ class HashSandbox:
         pass
 
 
-def _loop(tmp_path, iterations, name="run", store=None):
+def _loop(tmp_path, iterations, name="run", store=None, mutator=None, in_flight=2):
     config = build_config({
         "environment": {"name": "toy"},
         "run": {"iterations": iterations, "batch_size": 8, "seed": 3, "snapshot_every": 2},
         "sandbox": {"backend": "local"},
+        "workers": {"in_flight": in_flight},
     })
     environment = Toy()
     archive = Archive(environment.descriptor_space, config.archive, qd_offset=environment.qd_offset)
@@ -46,7 +49,7 @@ def _loop(tmp_path, iterations, name="run", store=None):
         (tmp_path / name).mkdir()
         store = RunStore.create(tmp_path / name, {"archive": archive.layout()})
     evaluator = Evaluator(environment, HashSandbox(), config.sandbox)
-    return EvolutionLoop(config, environment, archive, GPMutator(), evaluator, store), store
+    return EvolutionLoop(config, environment, archive, mutator or GPMutator(), evaluator, store), store
 
 
 def _elites(loop):
@@ -150,7 +153,6 @@ def _faulty_loop(tmp_path, environment, iterations=3, store=None, name="run"):
 
 def _seeded(*programs):
     """A Faulty environment whose seeds are the given (name, source) pairs."""
-    from elm.environment import Program
     from tests.faulty_environment import Faulty
 
     class Seeded(Faulty):
@@ -195,9 +197,7 @@ def test_seeds_failing_before_scoring_are_named_with_their_reason(tmp_path, fail
 def test_resuming_a_run_without_valid_seeds_is_one_line(tmp_path):
     """A store written before seeds were checked: iteration 0 committed, nothing scored."""
     from elm.errors import UserError
-    from elm.mutation import Child
     from tests.faulty_environment import Faulty
-    from tests.toy_environment import SEED
 
     loop, store = _faulty_loop(tmp_path, Faulty(fault="raises"), iterations=3)
     records = loop.evaluator.evaluate([Child(None, SEED, "seed", commit_message="toy")], [0], 0)
@@ -220,8 +220,8 @@ def test_score_safely_takes_any_real_numbers_and_hands_back_floats():
             return Score(fitness=np.float32(0.5), descriptor=np.array([1, -2], dtype=np.int64),
                          extras={"size": 3})
 
-    score = score_safely(NumpyScores(), [1.0, 2.0])
-    assert score.valid and score.fitness == 0.5 and score.descriptor == (1.0, -2.0)
+    score, failure = score_safely(NumpyScores(), [1.0, 2.0])
+    assert failure is None and score.valid and score.fitness == 0.5 and score.descriptor == (1.0, -2.0)
     assert type(score.fitness) is float and all(type(v) is float for v in score.descriptor)
 
 
@@ -242,3 +242,41 @@ def test_a_misshaped_descriptor_makes_the_candidate_invalid_and_the_run_goes_on(
     assert all(c.stage == "ran" and c.niche is None for c in faulty)
     assert all(len(c.descriptor) == 2 for c in children if c.status == "ok")
     store.close()
+
+
+class _CountingMutator(GPMutator):
+    """GP edits, counting the batches submitted and not yet collected."""
+
+    def __init__(self, max_in_flight):
+        super().__init__()
+        self.max_in_flight = max_in_flight
+        self.outstanding = self.most_outstanding = 0
+
+    def submit(self, requests):
+        self.outstanding += 1
+        self.most_outstanding = max(self.most_outstanding, self.outstanding)
+        return super().submit(requests)
+
+    def collect(self, ticket):
+        self.outstanding -= 1
+        return super().collect(ticket)
+
+
+@pytest.mark.parametrize(("declared", "in_flight", "expected"), [(2, 5, 2), (None, 3, 3), (1, 4, 1)])
+def test_the_loop_keeps_as_many_batches_in_flight_as_the_mutator_declares(tmp_path, declared, in_flight, expected):
+    mutator = _CountingMutator(declared)
+    loop, store = _loop(tmp_path, iterations=6, mutator=mutator, in_flight=in_flight)
+    loop.run()
+    assert mutator.most_outstanding == expected
+    store.close()
+
+
+def test_the_environment_alone_chooses_the_seeds():
+    class Careless(Toy):
+        def seeds(self):  # ignores environment.seeds: no select_seeds
+            return [Program(self.file_name, SEED, "toy"), Program(self.file_name, BROKEN_SEED, "broken")]
+
+    assert [p.name for p in seed_programs(Toy(broken_seed=True, seeds=["broken"]))] == ["broken"]
+    assert [p.name for p in seed_programs(Careless())] == ["toy", "broken"]
+    with pytest.raises(EnvironmentLoadError, match=r"asked for the seeds toy but its seeds\(\) returned toy, broken"):
+        seed_programs(Careless(seeds=["toy"]))

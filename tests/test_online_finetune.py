@@ -87,7 +87,7 @@ def test_weights_are_swapped_during_the_run_and_a_killed_run_resumes_with_the_la
     run_elm("resume", str(run_dir), f"run.iterations={last + 2}", "mutation.finetune_every=1000", "--quiet",
             check=True)
     store = RunStore.open(run_dir, readonly=True)
-    resumed = [c.extras["model_version"] for c in store.candidates("iteration > ?", (last,))]
+    resumed = [c.extras["model_version"] for c in store.candidates(after_iteration=last)]
     store.close()
     assert resumed and set(resumed) == {latest}
 

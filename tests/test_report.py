@@ -100,12 +100,8 @@ def test_pictures_of_the_best_elites_are_embedded(tmp_path: Path, toy_run: Path)
     ("no_such_environment", "cannot be loaded"),
 ])
 def test_pictures_that_cannot_be_drawn_are_explained(tmp_path: Path, environment: str, note: str) -> None:
-    run = write_toy_run(tmp_path / "run", iterations=2,
-                        environment=environment if ":" in environment else NO_RENDER)
-    if ":" not in environment:
-        store = RunStore.open(run)
-        store.set_meta("environment", environment)
-        store.close()
+    run = write_toy_run(tmp_path / "run", iterations=2, environment=environment if ":" in environment else NO_RENDER,
+                        meta=None if ":" in environment else {"environment": environment})
     files = build_report(run)
     assert any(note in n for n in files.notes), files.notes
     data = page_data(files.html.read_text())
@@ -182,12 +178,13 @@ def _one_elite_run(run: Path, kind: str, dims: int) -> Path:
     from elm.archive import Archive
     from elm.config import ArchiveConfig
     from elm.environment import DescriptorSpace, Dimension
-    from elm.store import CandidateRecord, IterationMetrics, SnapshotRow
+    from elm.records import CandidateRecord, SnapshotRow
+    from elm.store import IterationMetrics
 
     space = DescriptorSpace(tuple(Dimension(name, 0.0, 1.0, 6) for name in "xyzw"[:dims]))
     archive = Archive(space, ArchiveConfig(kind=kind, cvt_cells=12, cvt_samples=600))
     descriptor = [0.3] * dims
-    placement = archive.add(0, 0.5, descriptor)
+    (placement,) = archive.add_batch([0], [0.5], [descriptor])
     run.mkdir()
     store = RunStore.create(run, {"config": {"run": {"iterations": 0}}, "environment": "toy",
                                   "environment_options": {}, "archive": archive.layout(), "qd_offset": 0.0})

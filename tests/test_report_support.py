@@ -23,8 +23,7 @@ from PIL import Image
 from elm.archive import Archive
 from elm.config import ArchiveConfig
 from elm.environment import DescriptorSpace, Dimension, Environment, Program, Score
-from elm.loop import funnel_counts
-from elm.mutation import STAGES
+from elm.records import STAGES, funnel_counts
 from elm.store import CandidateRecord, IterationMetrics, RunStore, SnapshotRow
 
 TOY = "tests.test_report_support:ToyEnvironment"
@@ -90,9 +89,11 @@ def write_toy_run(
     snapshot_every: int = 2,
     seed: int = 0,
     after_iteration: Callable[[int], Any] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
     """A finished (or, with `iterations` below the configured count, interrupted) toy run.
-    `after_iteration(i)` is called once iteration i is committed (to watch a run being written)."""
+    `after_iteration(i)` is called once iteration i is committed (to watch a run being written);
+    `meta` replaces entries of the run's meta data (say, an environment that cannot be loaded)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     env_class = _environment_class(environment)
     space = env_class.descriptor_space
@@ -104,7 +105,7 @@ def write_toy_run(
     store = RunStore.create(run_dir, {
         "config": config, "environment": environment, "environment_options": {},
         "archive": archive.layout(), "qd_offset": 0.0, "created_at": time.time(),
-        "elm_version": "test",
+        "elm_version": "test", **(meta or {}),
     })
     rng = np.random.default_rng(seed)
     sources: dict[int, str] = {}
@@ -182,7 +183,7 @@ def _place(records: Sequence[CandidateRecord], archive: Archive, sources: dict[i
     for record in records:
         if record.status != "ok":
             continue
-        placement = archive.add(record.id, record.fitness, record.descriptor)
+        (placement,) = archive.add_batch([record.id], [record.fitness], [record.descriptor])
         record.niche, record.placement = placement.niche, placement.outcome
         if placement.placed:
             record.stage = "placed"

@@ -69,7 +69,7 @@ def _replayed_elites(store):
 
     archive = Archive(Toy.descriptor_space, ArchiveConfig())
     for record in store.scored_candidates():
-        archive.add(record.id, record.fitness, record.descriptor)
+        archive.add_batch([record.id], [record.fitness], [record.descriptor])
     return archive.elites()
 
 

@@ -13,9 +13,8 @@ from elm.archive import Archive
 from elm.config import ArchiveConfig
 from elm.environment import DescriptorSpace, Dimension
 from elm.errors import UserError
-from elm.mutation import FUNNEL
+from elm.records import FUNNEL, SnapshotRow, niche_holders
 from elm.report import open_run
-from elm.report.run import best_per_niche
 from elm.store import RunStore
 from tests.test_report_support import any_run, real_run, toy_run, write_toy_run  # noqa: F401  (fixtures)
 
@@ -36,7 +35,7 @@ def _replayed_archive(store: RunStore, up_to_iteration: int | None = None) -> Ar
                       centroids=layout.get("centroids"))
     for record in store.scored_candidates():
         if up_to_iteration is None or record.iteration <= up_to_iteration:
-            archive.add(record.id, record.fitness, record.descriptor)
+            archive.add_batch([record.id], [record.fitness], [record.descriptor])
     return archive
 
 
@@ -61,13 +60,21 @@ def test_each_snapshot_matches_the_archive_rebuilt_at_its_iteration(any_run: Pat
                 [(e.niche, e.candidate_id) for e in stored]
 
 
-def test_python_rule_agrees_with_the_store_query(any_run: Path, store: RunStore) -> None:
-    scored = list(store.scored_candidates())
-    assert best_per_niche(scored) == store.best_per_niche()
-    # ties keep the earliest candidate, as pyribs does
-    first, second = scored[0], scored[1]
-    second.niche, second.fitness = first.niche, first.fitness
-    assert best_per_niche([second, first])[0].candidate_id == min(first.id, second.id)
+def test_the_niche_rule_is_pyribs_rule_on_ties_and_improvements(any_run: Path, store: RunStore) -> None:
+    """`niche_holders` (every rebuild of the archive) keeps the first candidate offered to a
+    niche until a strictly better one comes, as pyribs does in the live archive."""
+    first, second, third = list(store.scored_candidates())[:3]
+    niche, fitness, descriptor = first.niche, first.fitness, first.descriptor
+    offered = [(first.id, fitness), (second.id, fitness), (third.id, fitness + 1.0)]
+    for count in (2, 3):
+        archive = _replayed_archive(store, up_to_iteration=-1)  # empty, the run's shape
+        for candidate_id, value in offered[:count]:
+            archive.add_batch([candidate_id], [value], [descriptor])
+        held = niche_holders((niche, candidate_id, value, descriptor) for candidate_id, value in offered[:count])
+        assert [(e.niche, e.candidate_id) for e in archive.elites()] == [(r.niche, r.candidate_id) for r in held]
+        assert held[0].candidate_id == (first.id if count == 2 else third.id)
+    assert niche_holders([(4, 10, 1.0, "[0.5]"), (2, 11, -1.0, [0.1])]) == [
+        SnapshotRow(2, 11, -1.0, (0.1,)), SnapshotRow(4, 10, 1.0, (0.5,))]
 
 
 def test_summary_counts_what_the_store_holds(any_run: Path, store: RunStore) -> None:

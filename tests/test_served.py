@@ -15,7 +15,8 @@ from elm.experiment import start_run
 from elm.mutation import MutationRequest
 from elm.mutation.chat import chat_messages, diff_from_answer
 from elm.mutation.diff import apply_diff
-from elm.mutation.served import REQUESTED, ServedMutator
+from elm.mutation.served import ServedMutator
+from elm.records import Stage
 from elm.report import open_run, write_report
 from elm.report.views import summary_view
 from elm.sandbox import Job, open_sandbox
@@ -127,7 +128,7 @@ def test_a_hanging_server_is_cut_off_at_the_deadline_and_retried():
     elapsed = time.monotonic() - started
     assert elapsed < 60  # two 1 s attempts per parent in parallel; an unbounded wait would never end
     for child in children:
-        assert child.stage == REQUESTED and child.source is None
+        assert child.stage == Stage.REQUESTED and child.source is None
         assert child.error == "request: timed out after 1 s (2 attempts)"
     assert sorted(event["parent"] for kind, event in events if kind == "request_retry") == [0, 1]
 
@@ -157,7 +158,7 @@ def test_other_4xx_answers_are_not_retried(status):
     with serve(answers) as url:
         children, events = _mutate(_settings(url, max_retries=3), _requests(parents=1))
     assert len(answers.seen) == 1 and events == []
-    assert all(child.stage == REQUESTED and f"HTTP {status}" in child.error for child in children)
+    assert all(child.stage == Stage.REQUESTED and f"HTTP {status}" in child.error for child in children)
 
 
 def test_429_is_retried():
@@ -173,7 +174,7 @@ def test_garbage_answers_are_malformed_and_not_retried():
         children, events = _mutate(_settings(url), _requests(parents=2))
     assert len(answers.seen) == 2 and events == []
     reasons = {child.error for child in children}
-    assert all(child.stage == REQUESTED for child in children)
+    assert all(child.stage == Stage.REQUESTED for child in children)
     assert reasons == {"request: malformed answer: the answer holds no list of choices",
                        "request: malformed answer: not a JSON completion object: "
                        "'<html>upstream is having a bad day</html>'"}
@@ -266,7 +267,7 @@ def test_a_run_against_a_hanging_server_exits_0_with_every_child_failed(tmp_path
         assert summary["seed_funnel"]["generated"] == 1
     assert len(mutated) == 12
     assert {(c.status, c.stage, c.error) for c in mutated} == {
-        ("mutation_failed", REQUESTED, "request: timed out after 1 s")}
+        ("mutation_failed", Stage.REQUESTED, "request: timed out after 1 s")}
 
 
 def test_the_local_sandbox_does_not_pass_the_key_variable(key):

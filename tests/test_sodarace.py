@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from elm.environment import EnvironmentLoadError, load_environment
+from elm.environment import EnvironmentLoadError, load_environment, seed_programs
 from environments.sodarace import Sodarace
 from environments.sodarace.physics import simulate
 from environments.sodarace.render import STRIP_PANELS
@@ -295,7 +295,7 @@ def test_bench_reports_cost_per_walker_and_scaling():
 
 def test_loop_seed_selection_agrees_with_the_options():
     environment = Sodarace(seeds=["CPPN_Fixed", "radial"])
-    chosen = environment.select_seeds(environment.seeds())
+    chosen = seed_programs(environment)
     assert [p.name for p in chosen] == ["cppn-fixed", "radial"]
     assert Sodarace().seed_names is None
 

@@ -118,8 +118,5 @@ def test_installed_elm_runs_from_any_folder(installed):
 def test_installed_elm_runs_the_pipeline_bench(installed):
     bench = _elm(installed, "bench", "pipeline", "--json", "--iterations", "2", "--batch-size", "4",
                  "--new-tokens", "16")
-    if bench.returncode == 2 and "tests/tiny_codegen.py" in bench.stderr:
-        # Until the bench builds its tiny model itself; remove this branch once it does.
-        pytest.xfail("elm bench pipeline builds its tiny model with tests/tiny_codegen.py, not in the wheel")
     assert bench.returncode == 0, bench.stderr
     assert json.loads(bench.stdout)["pipelined_s"] > 0

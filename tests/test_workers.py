@@ -53,7 +53,7 @@ def test_a_run_with_two_workers_completes_and_stops_its_ray(tmp_path, tiny_codeg
 
     assert not ray.is_initialized()
     store = RunStore.open(run_dir)
-    children = list(store.candidates("iteration > 0"))
+    children = list(store.candidates(after_iteration=0))
     assert len(children) == 4 * BATCH
     assert Counter(c.iteration for c in children) == {1: BATCH, 2: BATCH, 3: BATCH, 4: BATCH}
     assert {c.extras["worker"] for c in children} == {"diff-worker-0", "diff-worker-1"}

@@ -28,7 +28,7 @@ def test_a_run_loses_no_batch_when_a_worker_is_killed(local_ray, tmp_path, tiny_
     run_dir = start_run(config, tmp_path / "run", on_iteration=kill_worker_after_first_iteration)
 
     store = RunStore.open(run_dir)
-    children = list(store.candidates("iteration > 0"))
+    children = list(store.candidates(after_iteration=0))
     assert Counter(c.iteration for c in children) == dict.fromkeys(range(1, 6), BATCH)
     events = store.events()
     kinds = Counter(event["kind"] for event in events)

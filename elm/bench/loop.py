@@ -19,7 +19,8 @@ from elm.environment import DescriptorSpace, Dimension, Environment, Program, Sc
 from elm.evaluator import Evaluator
 from elm.experiment import CONFIG_FILE, run_meta
 from elm.loop import EvolutionLoop
-from elm.mutation import Child, InProcessMutator, MutationRequest
+from elm.mutation import InProcessMutator, MutationRequest
+from elm.records import Child, Stage
 from elm.sandbox import Job, Outcome
 from elm.store import RunStore
 
@@ -53,7 +54,7 @@ class SerialMutator(InProcessMutator):
     def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
         first, self._next = self._next, self._next + len(requests)
         return [Child(r.parent_id, f"{self._padding}def main():\n    return {first + i}\n", self.name,
-                      commit_message=r.commit_message, diff="", stage="applied")
+                      commit_message=r.commit_message, diff="", stage=Stage.APPLIED)
                 for i, r in enumerate(requests)]
 
 

@@ -37,7 +37,8 @@ from elm.environment import CommitMessage, DescriptorSpace, Dimension, Environme
 from elm.errors import UserError
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
-from elm.mutation import Child, MutationRequest
+from elm.mutation import MutationRequest, Mutator
+from elm.records import Child, Stage
 from elm.sandbox import Sandbox, open_sandbox
 from elm.store import RunStore
 
@@ -107,9 +108,17 @@ class _ParentWhenUnapplied:
 
     name = "diff"
 
-    def __init__(self, mutator: Any) -> None:
+    def __init__(self, mutator: Mutator) -> None:
         self.mutator = mutator
         self._serial = itertools.count()
+
+    @property
+    def max_in_flight(self) -> int | None:
+        return self.mutator.max_in_flight
+
+    @property
+    def workers(self) -> int:
+        return self.mutator.workers
 
     def submit(self, requests: Sequence[MutationRequest]) -> Any:
         return self.mutator.submit(requests), {r.parent_id: r.source for r in requests}
@@ -120,7 +129,7 @@ class _ParentWhenUnapplied:
         for child in children:
             if child.source is None and child.parent_id in sources:
                 source = f"{sources[child.parent_id]}\n_BENCH_CHILD = {next(self._serial)}\n"
-                child.source, child.stage, child.error = source, "applied", None
+                child.source, child.stage, child.error = source, Stage.APPLIED, None
                 child.extras["bench_source"] = "parent"
         return children
 
@@ -242,7 +251,7 @@ def _timed_run(config: ElmConfig, environment: _TimedEnvironment, mutator: _Pare
         try:
             loop.run()
         except RuntimeError as error:  # no valid seed: say what became of it
-            seeds = [f"{r.status}: {r.error}" for r in store.candidates("iteration = 0")]
+            seeds = [f"{r.status}: {r.error}" for r in store.candidates(iteration=0)]
             raise RuntimeError(f"{error}; seed outcome: {'; '.join(seeds)}") from None
         wall_s = time.perf_counter() - started
         records = list(store.candidates())

@@ -30,6 +30,7 @@ from typing import Any
 
 from elm.config import SandboxConfig, load_config
 from elm.errors import UserError
+from elm.records import Status
 from elm.sandbox import Job, Outcome
 
 _HARNESS = "import program\n\n\ndef main():\n    return program.main()\n"
@@ -131,7 +132,7 @@ def _timed(work: Any) -> float:
 
 def _check(outcomes: list[Outcome], phase: str) -> None:
     for outcome in outcomes:
-        if outcome.status != "ok":
+        if outcome.status != Status.OK:
             raise UserError(f"{phase}: a trivial candidate ended {outcome.status}: {outcome.error[-200:]}")
 
 

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from elm.bench import loop as loop_bench
-from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, RunStore, SnapshotRow
+from elm.records import CandidateRecord, PlacementOutcome, SnapshotRow, Stage, Status
+from elm.store import STORE_FILE, IterationMetrics, RunStore
 
 _GRID = (32, 32)
 _MESSAGES = ("Fix bugs", "Make the walker faster", "Add a joint", "Change the muscle phases",
@@ -145,7 +146,8 @@ def write_large_run(run_dir: Path, candidates: int, batch: int = 1000, snapshot_
                 max_fitness=max(f for f, _, _ in elites.values()),
                 mean_fitness=sum(f for f, _, _ in elites.values()) / len(elites),
                 evals_per_s=len(records) / 0.5, statuses=dict(Counter(r.status for r in records)),
-                funnel={"generated": len(records), "placed": placed["new"] + placed["improved"]})
+                funnel={Stage.GENERATED: len(records),
+                        Stage.PLACED: placed[PlacementOutcome.NEW] + placed[PlacementOutcome.IMPROVED]})
             snapshot = None
             if iteration % snapshot_every == 0 or iteration == iterations:
                 snapshot = [SnapshotRow(n, c, f, tuple(d)) for n, (f, c, d) in sorted(elites.items())]
@@ -167,8 +169,8 @@ def _large_batch(rng: np.random.Generator, iteration: int, first_id: int, count:
         ok = parent is None or rng.random() < 0.7
         record = CandidateRecord(
             id=candidate_id, iteration=iteration, parent_id=parent, operator="seed" if parent is None else "gp",
-            file_name="program.py", source=source, stage="scored" if ok else "ran",
-            status="ok" if ok else "error", error=None if ok else "Traceback: ValueError",
+            file_name="program.py", source=source, stage=Stage.SCORED if ok else Stage.RAN,
+            status=Status.OK if ok else Status.ERROR, error=None if ok else "Traceback: ValueError",
             commit_message=_MESSAGES[candidate_id % len(_MESSAGES)],
             diff=None if parent is None else _diff(sources[parent], source),
         )
@@ -176,9 +178,10 @@ def _large_batch(rng: np.random.Generator, iteration: int, first_id: int, count:
             niche = int(min(x * _GRID[0], _GRID[0] - 1)) * _GRID[1] + int(min(y * _GRID[1], _GRID[1] - 1))
             held = elites.get(niche)
             record.fitness, record.descriptor, record.niche = float(f), [float(x), float(y)], niche
-            record.placement = "not_added"
+            record.placement = PlacementOutcome.NOT_ADDED
             if held is None or f > held[0]:
-                record.placement, record.stage = ("new" if held is None else "improved"), "placed"
+                record.placement = PlacementOutcome.NEW if held is None else PlacementOutcome.IMPROVED
+                record.stage = Stage.PLACED
                 elites[niche] = (float(f), candidate_id, [float(x), float(y)])
                 sources[candidate_id] = source
         records.append(record)

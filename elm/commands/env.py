@@ -22,6 +22,7 @@ from rich.table import Column, Table
 from elm.config import ElmConfig, build_config, load_config
 from elm.environment import Environment, Program, Score, available_environments, load_environment
 from elm.errors import UserError
+from elm.records import Status
 from elm.sandbox import Outcome, open_sandbox
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def _check(args: argparse.Namespace) -> int:
         if problem:
             problems.append(f"seed {seed.name or '?'}: {problem}")
         table.add_row(*_row(seed, outcome, score, archive, problem))
-        if args.render and outcome.status == "ok":
+        if args.render and outcome.status == Status.OK:
             problems.extend(_render(environment, seed, outcome.result, Path(args.render), console))
     problems.extend(_hostile_result_problems(environment))
     console.print(table)
@@ -204,13 +205,13 @@ def _run_seeds(environment: Environment, seeds: list[Program],
     finally:
         sandbox.close()
     return [
-        (seed, outcome, score_safely(environment, outcome.result) if outcome.status == "ok" else None)
+        (seed, outcome, score_safely(environment, outcome.result)[0] if outcome.status == Status.OK else None)
         for seed, outcome in zip(seeds, outcomes)
     ]
 
 
 def _seed_problem(environment: Environment, outcome: Outcome, score: Score | None) -> str | None:
-    if outcome.status != "ok":
+    if outcome.status != Status.OK:
         return f"sandbox status {outcome.status}: {_last_line(outcome.error)}"
     if score is None or not score.valid:
         return f"invalid: {score.invalid_reason if score else 'not scored'}"
@@ -226,15 +227,15 @@ def _hostile_result_problems(environment: Environment) -> list[str]:
 
     problems = []
     for label, result in _HOSTILE_RESULTS:
-        score = score_safely(environment, result)
-        if score.invalid_reason and score.invalid_reason.startswith(("scoring failed", "score() returned")):
+        score, failure = score_safely(environment, result)
+        if failure is not None:  # an invalid verdict is the right answer; a scoring failure is not
             problems.append(f"scoring {label}: {score.invalid_reason}")
     return problems
 
 
 def _row(seed: Program, outcome: Outcome, score: Score | None, archive: Archive,
          problem: str | None) -> list[str]:
-    status = "invalid" if outcome.status == "ok" and problem else outcome.status
+    status = Status.INVALID if outcome.status == Status.OK and problem else outcome.status
     if problem or score is None or score.fitness is None:
         return [seed.name or "?", f"[red]{status}[/red]", "", *[""] * len(archive.names), ""]
     descriptor = score.descriptor or ()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from elm.errors import UserError
+from elm.records import Child, Status
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -23,7 +24,6 @@ def _eval(args: argparse.Namespace) -> int:
     from elm.config import load_config, secret_variables
     from elm.evaluator import Evaluator
     from elm.experiment import open_environment
-    from elm.mutation import Child
     from elm.sandbox import open_sandbox
 
     config = load_config(args.config, args.overrides)
@@ -38,7 +38,7 @@ def _eval(args: argparse.Namespace) -> int:
         (record,) = evaluator.evaluate([child], [0], iteration=0)
     finally:
         sandbox.close()
-    niche = archive.niche_of(record.descriptor) if record.status == "ok" else None
+    niche = archive.niche_of(record.descriptor) if record.descriptor is not None else None  # scored
     report = {
         "status": record.status,
         "reason": record.error,
@@ -50,7 +50,7 @@ def _eval(args: argparse.Namespace) -> int:
         "stdout": record.stdout,
     }
     print(json.dumps(report) if args.json else _describe(report))
-    return 0 if record.status == "ok" else 1
+    return 0 if record.status == Status.OK else 1
 
 
 def _read_source(path: Path) -> str:

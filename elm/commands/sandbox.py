@@ -10,6 +10,7 @@ from typing import Any
 
 from elm.config import SandboxConfig, load_config
 from elm.errors import UserError
+from elm.records import Status
 from elm.sandbox import Job, open_sandbox
 
 
@@ -96,7 +97,7 @@ def _run(args: argparse.Namespace) -> int:
         sandbox.close()
     for (path, _), outcome in zip(sources, outcomes):
         print(json.dumps({"file": str(path), **outcome.as_dict(), **outcome.extras}))
-    return 0 if all(outcome.status == "ok" for outcome in outcomes) else 1
+    return 0 if all(outcome.status == Status.OK for outcome in outcomes) else 1
 
 
 def _read_source(path: Path) -> str:

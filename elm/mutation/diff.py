@@ -166,16 +166,17 @@ def _read_body(lines: list[str], index: int, header: _Header) -> tuple[list[tupl
     Header counts do not end the body (models get them wrong); they only decide whether an
     ambiguous line (blank, or `---` followed by `+++`) still belongs to the hunk.
     """
-    old_left, new_left = header[1], header[3]
+    counted = header[1] is not None and header[3] is not None
+    old_left, new_left = header[1] or 0, header[3] or 0
     body: list[tuple[str, str]] = []
     while index < len(lines):
         line = lines[index]
-        counts_met = old_left is None or (old_left <= 0 and new_left <= 0)
+        counts_met = not counted or (old_left <= 0 and new_left <= 0)
         if _read_header(line) is not None or (counts_met and _is_file_header(lines, index)):
             break
         op = line[:1]
         if _is_blank(line):
-            if not _blank_is_context(lines, index, old_left, new_left):
+            if not _blank_is_context(lines, index, counted and old_left > 0 and new_left > 0):
                 break
             op, line = " ", " " + line
         elif op == _NO_NEWLINE_MARKER:
@@ -186,7 +187,7 @@ def _read_body(lines: list[str], index: int, header: _Header) -> tuple[list[tupl
         elif op not in _BODY_OPS:
             break
         body.append((op, line[1:]))
-        if old_left is not None:
+        if counted:
             old_left -= op != "+"
             new_left -= op != "-"
         index += 1
@@ -197,10 +198,10 @@ def _is_blank(line: str) -> bool:
     return line in ("\n", "\r\n")
 
 
-def _blank_is_context(lines: list[str], index: int, old_left: int | None, new_left: int | None) -> bool:
+def _blank_is_context(lines: list[str], index: int, header_expects_lines: bool) -> bool:
     """An empty line inside a hunk stands for an empty context line (its leading space
     stripped) when the header still expects lines or more body lines follow."""
-    if old_left is not None and old_left > 0 and new_left > 0:
+    if header_expects_lines:
         return True
     following = index + 1
     while following < len(lines) and _is_blank(lines[following]):
@@ -369,7 +370,7 @@ def unified_diff(before: str, after: str, context: int = 3) -> str:
 
     lines = difflib.unified_diff(
         _split_lines(before), _split_lines(after), n=context, lineterm="\n")
-    body = []
+    body: list[str] = []
     for line in lines:
         if line.startswith(("--- ", "+++ ")) and not body:
             continue  # the file header comes first: the model's diffs have none

@@ -5,7 +5,7 @@ prefill and are sampled together, each from its own seed; different prompts are 
 together too, similar lengths side by side. Every request gets a child that
 says how far it got: "generated" (the diff did not parse), "parsed" (it did not apply),
 "applied" (a new source). A prompt that does not fit the model's context is never sent:
-its child has stage "skipped" and the token count in `error`.
+its child has stage `skipped` (before the funnel: elm/records.py) and the token count in `error`.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from elm.mutation import Child, InProcessMutator, MutationRequest
 from elm.mutation.diff import DiffError, apply_diff, extract_diff
 from elm.mutation.model import DiffModel
 from elm.mutation.prompt import diff_prompt
+from elm.records import Stage
 
-SKIPPED = "skipped"
 # Where a DiffError leaves a child in the funnel.
-_STAGE_REACHED = {"parse": "generated", "apply": "parsed"}
+_STAGE_REACHED = {"parse": Stage.GENERATED, "apply": Stage.PARSED}
 
 
 @dataclass
@@ -119,7 +119,7 @@ class DiffMutator(InProcessMutator):
                 source=None,
                 operator=self.name,
                 commit_message=request.commit_message,
-                stage=SKIPPED,
+                stage=Stage.SKIPPED,
                 error=f"prompt too long ({group.token_count} tokens > {self.prompt_token_limit})",
             )
             for request in group.requests
@@ -141,7 +141,7 @@ def child_from_diff(request: MutationRequest, diff: str, operator: str, timings:
     )
     try:
         child.source = apply_diff(request.source, diff)
-        child.stage = "applied"
+        child.stage = Stage.APPLIED
     except DiffError as error:
         child.stage = _STAGE_REACHED[error.stage]
         child.error = str(error)

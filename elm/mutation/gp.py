@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from elm.mutation import Child, InProcessMutator, MutationRequest
+from elm.mutation import InProcessMutator, MutationRequest
+from elm.records import Child, Stage
 
 _OPERATOR_GROUPS: tuple[tuple[type, ...], ...] = (
     (ast.Add, ast.Sub, ast.Mult, ast.Div),
@@ -43,13 +44,13 @@ class GPMutator(InProcessMutator):
         try:
             tree = ast.parse(request.source)
         except (SyntaxError, ValueError, RecursionError, MemoryError) as error:
-            return Child(request.parent_id, None, self.name, stage="generated",
+            return Child(request.parent_id, None, self.name, stage=Stage.GENERATED,
                          error=f"parent does not parse: {type(error).__name__}")
         edits = [_edit(tree, rng) for _ in range(int(rng.integers(1, self.max_edits + 1)))]
         try:
             source = ast.unparse(ast.fix_missing_locations(tree)) + "\n"
         except (RecursionError, ValueError) as error:
-            return Child(request.parent_id, None, self.name, stage="generated",
+            return Child(request.parent_id, None, self.name, stage=Stage.GENERATED,
                          error=f"cannot unparse the edited tree: {type(error).__name__}")
         diff = "".join(difflib.unified_diff(
             request.source.splitlines(keepends=True), source.splitlines(keepends=True),
@@ -60,7 +61,7 @@ class GPMutator(InProcessMutator):
             operator=self.name,
             commit_message="; ".join(e for e in edits if e) or "no applicable edit",
             diff=diff,
-            stage="applied",
+            stage=Stage.APPLIED,
             timings={"mutate_s": time.perf_counter() - started},
         )
 
@@ -72,7 +73,7 @@ class NullMutator(InProcessMutator):
 
     def propose(self, requests: Sequence[MutationRequest]) -> list[Child]:
         return [Child(r.parent_id, r.source, self.name, commit_message=r.commit_message,
-                      diff="", stage="applied") for r in requests]
+                      diff="", stage=Stage.APPLIED) for r in requests]
 
 
 def _edit(tree: ast.Module, rng: np.random.Generator) -> str:

@@ -29,7 +29,8 @@ from typing import Any
 
 from elm.config import ConfigError, ElmConfig
 from elm.finetune import RESULT_FILE
-from elm.mutation import Child, MutationRequest
+from elm.mutation import Child, MutationRequest, Mutator
+from elm.mutation.workers import RayDiffMutator
 from elm.store import IterationMetrics
 
 MODELS_FOLDER = "models"
@@ -51,8 +52,8 @@ class OnlineFinetuning:
 
     name = "diff"
 
-    def __init__(self, mutator: Any, config: ElmConfig, run_dir: Path, events: Sequence[dict[str, Any]]) -> None:
-        if not hasattr(mutator, "load_model"):
+    def __init__(self, mutator: Mutator, config: ElmConfig, run_dir: Path, events: Sequence[dict[str, Any]]) -> None:
+        if not isinstance(mutator, RayDiffMutator):
             raise ConfigError("mutation.finetune_every needs the Ray diff workers, which can swap weights")
         self.mutator = mutator
         self.settings = config.mutation
@@ -69,8 +70,12 @@ class OnlineFinetuning:
             self.mutator.load_model(self.model, self.version)
 
     @property
+    def max_in_flight(self) -> int | None:
+        return self.mutator.max_in_flight
+
+    @property
     def workers(self) -> int:
-        return getattr(self.mutator, "workers", 1)
+        return self.mutator.workers
 
     # -- the Mutator protocol -----------------------------------------------------------------
 

@@ -42,11 +42,11 @@ from elm.mutation.chat import chat_messages, diff_from_answer
 from elm.mutation.diff import extract_diff
 from elm.mutation.diff_mutator import child_from_diff
 from elm.mutation.prompt import diff_prompt
+from elm.records import Stage
 
 if TYPE_CHECKING:
     from elm.config import MutationConfig
 
-REQUESTED = "requested"  # the stage of a child whose request got no usable answer
 # Pauses between attempts: 0.5 s, 1 s, 2 s ... at most this long (or what Retry-After asks, within it).
 _BACKOFF_S = 0.5
 _BACKOFF_CAP_S = 8.0
@@ -89,6 +89,7 @@ class ServedMutator:
     """Mutates programs with a model behind an OpenAI-protocol server; see the module docstring."""
 
     name = "diff"
+    max_in_flight: int | None = None  # requests wait on the server's slots; workers.in_flight bounds batches
 
     def __init__(self, settings: MutationConfig) -> None:
         from openai import AsyncOpenAI
@@ -261,7 +262,7 @@ class ServedMutator:
 
     def _failed(self, request: MutationRequest, failure: _Failure) -> Child:
         return Child(parent_id=request.parent_id, source=None, operator=self.name,
-                     commit_message=request.commit_message, stage=REQUESTED, error=failure.reason,
+                     commit_message=request.commit_message, stage=Stage.REQUESTED, error=failure.reason,
                      timings={"request_s": failure.seconds, "generate_s": 0.0})
 
     def _event(self, kind: str, detail: dict[str, Any]) -> None:

@@ -155,6 +155,7 @@ class RayDiffMutator:
     """Mutates programs with diff models held by Ray actors; see the module docstring."""
 
     name = "diff"
+    max_in_flight: int | None = None  # batches queue on the actors; workers.in_flight bounds them
 
     def __init__(self, config: ElmConfig) -> None:
         self._shape = config.workers  # workers.*: how many, what each reserves, retries

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from elm.evaluator import error_summary
-from elm.mutation import REUSED_STAGES
+from elm.records import Status
 from elm.report.run import Run
 from elm.report.views import _print_problems, _printable, count_text, fmt_number, fmt_percent
 
@@ -28,6 +28,7 @@ ROWS = 30  # kinds of failure shown in a table; --json gives them all
 # Failures whose error is read to tell their kinds apart: the latest ones, so a view of a
 # run of a million candidates reads a bounded share of the store. Counts by status are exact.
 READ_LIMIT = 20_000
+_REUSED = (Status.UNCHANGED, Status.DUPLICATE)
 _EXCEPTION = re.compile(r"((?:[A-Za-z_]\w*\.)*[A-Z]\w*)(?::|$)")  # "IndexError: ...", "pkg.Oops"
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w.])")
 
@@ -42,7 +43,7 @@ def failures_view(run: Run) -> dict[str, Any]:
     counts = run.status_counts()
     firsts = {**{status: candidate_id for candidate_id, status, _ in reversed(read)},
               **run.first_candidate_by_status()}
-    failed_counts = {status: count for status, count in counts.items() if status not in ("ok", *REUSED_STAGES)}
+    failed_counts = {status: count for status, count in counts.items() if status not in (Status.OK, *_REUSED)}
     statuses: dict[Any, dict[str, Any]] = {
         status: {"count": count, "example_id": firsts.get(status)} for status, count in failed_counts.items()}
     failed = sum(failed_counts.values())
@@ -50,7 +51,7 @@ def failures_view(run: Run) -> dict[str, Any]:
         "run_dir": str(run.path),
         "candidates": sum(counts.values()),
         "failed": failed,
-        "reused": sum(counts.get(stage, 0) for stage in REUSED_STAGES),
+        "reused": sum(counts.get(status, 0) for status in _REUSED),
         "reasons_counted": len(read),  # the latest failures, all of them unless over READ_LIMIT
         "statuses": [{"status": status, **row} for status, row in _by_count(statuses)],
         "reasons": [{"status": status, "reason": reason, **row}

@@ -21,12 +21,12 @@ from typing import Any
 from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex
 
+from elm.records import CandidateRecord
 from elm.report import failures
 from elm.report.plots import CMAP
 from elm.report.renders import Renders
 from elm.report.run import ArchiveState, Run
 from elm.report.views import candidate_dict, fmt_number, fmt_percent, progress_text, seed_funnel_text
-from elm.store import CandidateRecord
 
 _POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")

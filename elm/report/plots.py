@@ -19,7 +19,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from elm.mutation import REUSED_STAGES, STAGES
+from elm.records import REUSED_STAGES, STAGES
 from elm.report.run import ArchiveLayout, ArchiveState
 from elm.store import IterationMetrics
 
@@ -116,21 +116,21 @@ def _pyribs_heatmap(state: ArchiveState, layout: ArchiveLayout, qd_offset: float
 
     figure = Figure(figsize=(7, 5.5) if len(layout.names) > 1 else (8, 2.4), layout="constrained")
     axes = figure.subplots()
-    ranges = [list(r) for r in layout.ranges]
+    ranges = list(layout.ranges)
+    # The elites hold distinct niches already: pyribs only draws them.
+    elites = (np.array([[e.candidate_id] for e in state.elites], dtype=float),
+              np.array([e.fitness for e in state.elites]), np.array([e.descriptor for e in state.elites]))
     if layout.kind == "grid":
-        archive = GridArchive(solution_dim=1, dims=list(layout.bins or ()), ranges=ranges,
-                              qd_score_offset=qd_offset)
+        grid = GridArchive(solution_dim=1, dims=list(layout.bins or ()), ranges=ranges, qd_score_offset=qd_offset)
+        if state.elites:
+            grid.add(*elites)
+        grid_archive_heatmap(grid, ax=axes, cmap=CMAP)
     else:
-        archive = CVTArchive(solution_dim=1, centroids=np.asarray(layout.centroids), ranges=ranges,
-                             qd_score_offset=qd_offset)
-    if state.elites:
-        archive.add(np.array([[e.candidate_id] for e in state.elites], dtype=float),
-                    np.array([e.fitness for e in state.elites]),
-                    np.array([e.descriptor for e in state.elites]))
-    if layout.kind == "grid":
-        grid_archive_heatmap(archive, ax=axes, cmap=CMAP)
-    else:
-        cvt_archive_heatmap(archive, ax=axes, cmap=CMAP)
+        cvt = CVTArchive(solution_dim=1, centroids=np.asarray(layout.centroids), ranges=ranges,
+                         qd_score_offset=qd_offset)
+        if state.elites:
+            cvt.add(*elites)
+        cvt_archive_heatmap(cvt, ax=axes, cmap=CMAP)
     axes.set_xlabel(layout.names[0])
     if len(layout.names) > 1:
         axes.set_ylabel(layout.names[1])

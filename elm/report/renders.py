@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from elm.environment import Environment, load_environment
-from elm.store import CandidateRecord
+from elm.records import CandidateRecord
 
 _IMAGE_TYPES = {".png": "image/png", ".svg": "image/svg+xml", ".jpg": "image/jpeg",
                 ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}

@@ -8,25 +8,34 @@
     run.elites_frame()            # the same as a pandas DataFrame
 
 The current archive is rebuilt by `RunStore.current_elites` (the latest snapshot and the
-candidates after it: what `RunStore.best_per_niche`, the one place that decides which
-candidate holds a niche, gives over all candidates). Whatever part of a damaged store cannot
-be read is left out and described in `run.problems`; the rest stays available.
+candidates after it), by `elm.records.niche_holders`, the one rule of which candidate holds
+a niche. Whatever part of a damaged store cannot be read is left out and described in
+`run.problems`; the rest stays available.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from elm.errors import UserError
-from elm.mutation import FUNNEL, REUSED_STAGES, funnel_from_stops
-from elm.store import STORE_FILE, CandidateRecord, IterationMetrics, MessageOutcome, RunStore, SnapshotRow
+from elm.records import (
+    FUNNEL,
+    REUSED_STAGES,
+    CandidateRecord,
+    SnapshotRow,
+    Stage,
+    Status,
+    funnel_counts,
+    funnel_from_stops,
+    niche_holders,
+)
+from elm.store import READ_ERRORS, IterationMetrics, MessageOutcome, RunStore
 
 T = TypeVar("T")
 
@@ -144,8 +153,11 @@ class Run:
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir)
         self.problems: list[str] = []
-        self._store = self._open_store()
-        self.meta: dict[str, Any] = self._read("the run's meta data", self._store.meta, {})
+        self._unreadable_parts: set[str] = set()
+        self._store = RunStore.open_readable(self.path)
+        if self._store.damage:
+            self._note(self._store.damage)
+        self.meta: dict[str, Any] = self._read("the run's meta data", self._store.meta) or {}
         self.layout = self._read_layout()
         self._metrics: list[IterationMetrics] | None = None
 
@@ -177,7 +189,7 @@ class Run:
     def metrics(self) -> list[IterationMetrics]:
         """Per-iteration metrics in iteration order (iteration 0 evaluates the seeds)."""
         if self._metrics is None:
-            self._metrics = self._read("the iteration metrics", self._store.metrics, [])
+            self._metrics = self._read("the iteration metrics", self._store.metrics) or []
         return list(self._metrics)
 
     @property
@@ -196,8 +208,6 @@ class Run:
         with `seeds`, the same for the seed programs of iteration 0 instead."""
         metrics = self.metrics()
         if not metrics and self._unreadable("the iteration metrics"):
-            from elm.loop import funnel_counts
-
             readable = self.candidates()
             self._note(f"the funnel counts the {len(readable)} readable candidates")
             return funnel_counts([c for c in readable if (c.iteration == 0) == seeds])
@@ -209,16 +219,16 @@ class Run:
 
     def message_outcomes(self) -> list[MessageOutcome]:
         """How the children of each drawn commit message fared, per iteration."""
-        return self._read("the commit message outcomes", self._store.message_outcomes, [])
+        return self._read("the commit message outcomes", self._store.message_outcomes) or []
 
     def funnel_by_model_version(self) -> dict[str, dict[str, int]]:
         """The validity funnel of each diff-model version's children (stage 2 swaps the
         weights during a run); empty for runs without a diff model."""
-        counts = self._read("the funnel per model version", self._store.stage_counts_by_model_version, {})
+        counts = self._read("the funnel per model version", self._store.stage_counts_by_model_version) or {}
         return {str(version): funnel_from_stops(stages) for version, stages in counts.items()}
 
     def status_counts(self) -> dict[str, int]:
-        counts = self._read("the candidate statuses", self._store.status_counts, None)
+        counts = self._read("the candidate statuses", self._store.status_counts)
         if counts is None:
             counts = dict(Counter(c.status for c in self.candidates()))
             self._note(f"statuses are counted over the {sum(counts.values())} readable candidates")
@@ -226,22 +236,21 @@ class Run:
 
     def failed_candidates(self, limit: int) -> list[tuple[int, str, str | None]]:
         """(id, status, error) of the latest `limit` candidates that failed, in id order."""
-        return self._read("the failed candidates", lambda: self._store.failures(limit), [])
+        return self._read("the failed candidates", lambda: self._store.failures(limit)) or []
 
     def first_candidate_by_status(self) -> dict[str, int]:
         """Status -> its first candidate's id."""
-        return self._read("the first candidate of each status", self._store.first_candidate_by_status, {})
+        return self._read("the first candidate of each status", self._store.first_candidate_by_status) or {}
 
     # -- candidates ----------------------------------------------------------------
 
     def candidates(self, status: str | None = None) -> list[CandidateRecord]:
         """Every candidate in id order (those with `status` only, when given)."""
-        where, params = ("status = ?", (status,)) if status else ("", ())
         what = f"candidates with status {status}" if status else "candidates"
-        return self._read_prefix(what, self._store.candidates(where, params))
+        return self._read_prefix(what, self._store.candidates(status=status or None))
 
     def candidate(self, candidate_id: int) -> CandidateRecord:
-        record = self._read(f"candidate {candidate_id}", lambda: self._store.candidate(candidate_id), None)
+        record = self._read(f"candidate {candidate_id}", lambda: self._store.candidate(candidate_id))
         if record is None:
             raise UserError(f"no candidate {candidate_id} in {self.path}")
         return record
@@ -249,10 +258,9 @@ class Run:
     def candidates_by_id(self, ids: Sequence[int]) -> dict[int, CandidateRecord]:
         found: dict[int, CandidateRecord] = {}
         ids = sorted(set(ids))
-        for start in range(0, len(ids), 500):
+        for start in range(0, len(ids), 500):  # damage in one chunk leaves the others readable
             chunk = ids[start:start + 500]
-            where = f"id IN ({', '.join('?' for _ in chunk)})"
-            for record in self._read_prefix("candidates", self._store.candidates(where, chunk)):
+            for record in self._read_prefix("candidates", self._store.candidates_by_id(chunk)):
                 found[record.id] = record
         return found
 
@@ -291,7 +299,7 @@ class Run:
 
     def snapshots(self) -> list[int]:
         """Iterations at which an archive snapshot was stored."""
-        return self._read("the snapshot list", self._store.snapshot_iterations, [])
+        return self._read("the snapshot list", self._store.snapshot_iterations) or []
 
     def archive(self, snapshot: int | None = None, at_iteration: int | None = None) -> ArchiveState:
         """The current archive; or the one stored at iteration `snapshot`; or the one
@@ -303,17 +311,18 @@ class Run:
             if snapshot not in available:
                 listed = ", ".join(map(str, available)) or "none"
                 raise UserError(f"no snapshot at iteration {snapshot} (snapshots: {listed})")
-            rows = self._read(f"snapshot {snapshot}", lambda: self._store.snapshot(snapshot), [])
-            return self._state(f"snapshot at iteration {snapshot}", snapshot, rows)
+            stored = self._read(f"snapshot {snapshot}", lambda: self._store.snapshot(snapshot)) or []
+            return self._state(f"snapshot at iteration {snapshot}", snapshot, stored)
         if at_iteration is None:
-            rows = self._read("the archive", self._store.current_elites, None)
+            rows = self._read("the archive", self._store.current_elites)
         else:
-            rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration), None)
+            rows = self._read("the archive", lambda: self._store.best_per_niche(at_iteration))
         if rows is None:
-            readable = [c for c in self.candidates(status="ok")
+            readable = [c for c in self.candidates(status=Status.OK)
                         if at_iteration is None or c.iteration <= at_iteration]
             self._note(f"the archive is rebuilt from the {len(readable)} readable scored candidates")
-            rows = best_per_niche(readable)
+            rows = niche_holders((c.niche, c.id, c.fitness, c.descriptor or ()) for c in readable
+                                 if c.niche is not None and c.fitness is not None)
         if at_iteration is not None:
             return self._state(f"archive rebuilt at iteration {at_iteration}", at_iteration, rows)
         return self._state("current archive", self.last_iteration, rows)
@@ -364,7 +373,7 @@ class Run:
     def tokens(self) -> dict[str, Any]:
         """Model tokens spent (served models count them): totals, per placed child, and the
         cost when the run's config gives `mutation.price_per_mtok`."""
-        totals = self._read("the token counts", self._store.token_totals, None)
+        totals = self._read("the token counts", self._store.token_totals)
         if totals is None:
             return {"prompt": 0, "completion": 0, "per_placed_child": None, "cost": None,
                     "cost_per_placed_child": None}
@@ -407,25 +416,14 @@ class Run:
 
     # -- reading a possibly damaged store ----------------------------------------------------
 
-    def _open_store(self) -> RunStore:
-        path = self.path / STORE_FILE
-        missing = _missing_pages(path) if path.is_file() else None
-        if not missing:
-            return RunStore.open(self.path, readonly=True)
-        present, expected = missing
-        self._note(f"{STORE_FILE} is truncated ({present} of {expected} pages; the run was killed "
-                   "while writing or the file was copied incompletely): showing what is readable")
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-        # Without this SQLite refuses a file shorter than its header says, even the pages it has.
-        connection.execute("PRAGMA writable_schema=ON")
-        return RunStore(path, connection)
-
-    def _read(self, what: str, read: Callable[[], T], default: T) -> T:
+    def _read(self, what: str, read: Callable[[], T]) -> T | None:
+        """What `read` gives, or None (noted in `problems`) when the store cannot give it."""
         try:
             return read()
-        except (sqlite3.DatabaseError, ValueError) as error:
+        except READ_ERRORS as error:
+            self._unreadable_parts.add(what)
             self._note(f"cannot read {what}: {error}")
-            return default
+            return None
 
     def _read_prefix(self, what: str, rows: Iterator[T]) -> list[T]:
         """Rows up to the first one the store cannot give back intact."""
@@ -436,7 +434,7 @@ class Run:
                     self._note(f"reading {what} stopped after {len(found)} rows: the next row is damaged")
                     break
                 found.append(row)
-        except (sqlite3.DatabaseError, ValueError) as error:
+        except READ_ERRORS as error:
             self._note(f"reading {what} stopped after {len(found)} rows: {error}")
         return found
 
@@ -445,7 +443,7 @@ class Run:
             self.problems.append(problem)
 
     def _unreadable(self, what: str) -> bool:
-        return any(p.startswith(f"cannot read {what}") for p in self.problems)
+        return what in self._unreadable_parts
 
     def _read_layout(self) -> ArchiveLayout | None:
         layout = self.meta.get("archive")
@@ -477,23 +475,9 @@ def open_run(run_dir: str | Path) -> Run:
     return Run(run_dir)
 
 
-def best_per_niche(scored: Sequence[CandidateRecord]) -> list[SnapshotRow]:
-    """`RunStore.best_per_niche` over records in hand (used when the store cannot run the
-    query): the highest fitness in each niche, the earliest id on ties."""
-    best: dict[int, CandidateRecord] = {}
-    for record in sorted(scored, key=lambda r: r.id):
-        if record.niche is None or record.fitness is None:
-            continue
-        held = best.get(record.niche)
-        if held is None or record.fitness > held.fitness:
-            best[record.niche] = record
-    return [SnapshotRow(niche, r.id, float(r.fitness), tuple(r.descriptor or ()))
-            for niche, r in sorted(best.items())]
-
-
 def reused_shares(funnel: dict[str, int]) -> dict[str, float | None]:
     """The share of generated candidates that were not evaluated, by reason."""
-    generated = funnel.get("generated") or 0
+    generated = funnel.get(Stage.GENERATED) or 0
     return {stage: funnel.get(stage, 0) / generated if generated else None for stage in REUSED_STAGES}
 
 
@@ -502,28 +486,10 @@ def _intact(record: CandidateRecord) -> bool:
     return all(isinstance(v, str) and v for v in (record.status, record.stage, record.operator))
 
 
-def _missing_pages(path: Path) -> tuple[int, int] | None:
-    """(pages present, pages the header announces) when the file is shorter than announced."""
-    with path.open("rb") as handle:
-        header = handle.read(100)
-    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
-        return None  # not a database at all: RunStore.open says so
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    if page_size < 512:
-        return None  # a damaged header: RunStore.open reports it
-    announced = int.from_bytes(header[28:32], "big")
-    header_valid = header[24:28] == header[92:96]
-    present = path.stat().st_size // page_size
-    if header_valid and announced > present:
-        return present, announced
-    return None
-
-
-def _frame(rows: list[dict[str, Any]], record_type: type) -> Any:
+def _frame(rows: list[dict[str, Any]], record_type: type[Any]) -> Any:
     try:
         import pandas
     except ImportError:
         raise UserError("DataFrames need pandas: pip install 'elm[notebook]'") from None
-    return pandas.DataFrame(rows, columns=list(record_type.__dataclass_fields__))
+    return pandas.DataFrame(rows, columns=[f.name for f in fields(record_type)])
 

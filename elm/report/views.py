@@ -19,8 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from elm.errors import UserError
+from elm.records import CandidateRecord
 from elm.report.run import ArchiveLayout, EliteRecord, Run
-from elm.store import CandidateRecord
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 

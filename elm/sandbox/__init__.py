@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from elm.errors import UserError
+from elm.records import SANDBOX_STATUSES
 
 if TYPE_CHECKING:
     from elm.config import SandboxConfig
 
-STATUSES = ("ok", "error", "timeout", "memory", "killed", "bad_output")
+STATUSES = SANDBOX_STATUSES  # the runner answers one of these (sandbox/runner.py spells them out)
 
 
 class SandboxUnavailable(UserError):

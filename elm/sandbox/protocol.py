@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
+from elm.records import Status
 from elm.sandbox import STATUSES, Job, Outcome
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def decode_answer(line: bytes, job_id: int) -> Answer:
         outcome = Outcome("bad_output", 0.0, error=f"sandbox runner answered out of protocol: {problem}")
         return Answer(outcome, retire=True)
     outcome = Outcome(status, seconds, stdout=stdout, error=error, extras=extras)
-    if status == "ok":
+    if status == Status.OK:
         _attach_result(outcome, answer.get("result_json"))
     return Answer(outcome, retire)
 
@@ -120,7 +121,7 @@ def _attach_result(outcome: Outcome, result_json: Any) -> None:
 
 
 def _refuse_result(outcome: Outcome, reason: str) -> None:
-    outcome.status = "bad_output"
+    outcome.status = Status.BAD_OUTPUT
     outcome.error = reason
 
 
@@ -129,8 +130,9 @@ def json_elements(text: str | bytes) -> int:
     one pass of C without building any: every value but the first follows a comma, a
     colon or an opening bracket. Those inside strings count too (a result is rarely
     text full of them, and telling them apart would take a pass in Python)."""
-    marks = (b"[", b"{", b",", b":") if isinstance(text, bytes) else ("[", "{", ",", ":")
-    return 1 + sum(text.count(mark) for mark in marks)  # type: ignore[arg-type]
+    if isinstance(text, bytes):
+        return 1 + sum(text.count(mark) for mark in (b"[", b"{", b",", b":"))
+    return 1 + sum(text.count(mark) for mark in ("[", "{", ",", ":"))
 
 
 def _stdout(answer: dict[str, Any]) -> str:

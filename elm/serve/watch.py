@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from elm.errors import UserError
-from elm.mutation import FUNNEL
+from elm.records import FUNNEL, CandidateRecord, SnapshotRow, Status
 from elm.report.renders import render_candidates
 from elm.report.run import ArchiveLayout
 from elm.report.views import candidate_dict, progress_text, seed_funnel_text
-from elm.store import STORE_FILE, IterationMetrics, RunStore, SnapshotRow
+from elm.store import STORE_FILE, IterationMetrics, RunStore
 
 METRICS_PAGE = 5000
 EVENTS_PAGE = 200
@@ -105,6 +105,7 @@ class RunWatch:
 
     def archive(self, snapshot: int | None) -> dict[str, Any]:
         """The current archive (rebuilt once per committed iteration) or a stored snapshot."""
+        iteration: int | None
         with self._lock:
             if snapshot is not None:
                 if snapshot not in self._store.snapshot_iterations():
@@ -159,7 +160,7 @@ class RunWatch:
 
     def lineage(self, candidate_id: int) -> dict[str, Any]:
         """The chain of candidates from a seed to this one, seed first, every step's diff."""
-        steps = []
+        steps: list[CandidateRecord] = []
         seen: set[int] = set()
         next_id: int | None = candidate_id
         with self._lock:
@@ -189,7 +190,7 @@ class RunWatch:
             meta = self._store.meta()
         if record is None:
             raise UserError(f"no candidate {candidate_id} in this run")
-        if record.status != "ok":
+        if record.status != Status.OK:
             return {"picture": None, "note": "only scored candidates are drawn"}
         drawn = render_candidates(meta.get("environment"), dict(meta.get("environment_options") or {}),
                                   [record])
@@ -216,9 +217,8 @@ class RunWatch:
                 for row in self._store.message_counts(read_to, upto):
                     self._messages.setdefault(row.pop("text"), Counter()).update(row)
                 read_to = self._messages_read_to = upto
-            rows = [{"text": text, **{k: counts.get(k, 0) for k in _MESSAGE_FIGURES}}
-                    for text, counts in self._messages.items()]
-        rows.sort(key=lambda r: (-r["tries"], str(r["text"])))
+            ordered = sorted(self._messages.items(), key=lambda item: (-item[1]["tries"], str(item[0])))
+            rows = [{"text": text, **{k: counts.get(k, 0) for k in _MESSAGE_FIGURES}} for text, counts in ordered]
         return {"messages": rows, "counted": read_to + 1, "candidates": newest + 1}
 
     # -- helpers -----------------------------------------------------------------------------

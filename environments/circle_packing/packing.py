@@ -124,7 +124,7 @@ def _read_packing(result: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
     centers = result.get("centers")
     if not isinstance(centers, list) or len(centers) != n:
         raise _Invalid(f"centers must be a list of {n} [x, y] pairs")
-    flat = []
+    flat: list[float] = []
     for index, pair in enumerate(centers):
         if not isinstance(pair, list) or len(pair) != 2:
             raise _Invalid(f"centre {index} is not an [x, y] pair")
@@ -161,9 +161,10 @@ def _check_packing(centers: np.ndarray, radii: np.ndarray) -> None:
         raise _Invalid(f"circle {worst} sticks out of the square by {-outside[worst].min():.3g}")
     gaps = _pair_distances(centers) - (radii[:, None] + radii[None, :])
     np.fill_diagonal(gaps, np.inf)
-    i, j = np.unravel_index(int(np.argmin(gaps)), gaps.shape)
-    if gaps[i, j] < -TOLERANCE:
-        raise _Invalid(f"circles {min(i, j)} and {max(i, j)} overlap by {-gaps[i, j]:.3g}")
+    first, second = (int(k) for k in np.unravel_index(int(np.argmin(gaps)), gaps.shape))
+    if gaps[first, second] < -TOLERANCE:
+        raise _Invalid(f"circles {min(first, second)} and {max(first, second)} overlap by "
+                       f"{-gaps[first, second]:.3g}")
 
 
 def _exact_problem(centers: list[list[float]], radii: list[float]) -> str | None:

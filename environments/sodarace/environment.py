@@ -66,7 +66,7 @@ class Sodarace(Environment):
     )
     # Fitness floor for the QD score, in decimetres: seeds walk 10-40 dm forward in 10 s and
     # walkers going backwards rarely pass a few tens, so -100 keeps every elite's term positive.
-    qd_offset: ClassVar[float] = -100.0
+    qd_offset = -100.0
 
     def __init__(self, seeds: list[str] | None = None, duration: float = 10.0, **options: Any) -> None:
         super().__init__(**options)

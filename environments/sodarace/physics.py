@@ -139,7 +139,9 @@ class _World:
 def simulate(walker: Walker, settings: PhysicsSettings = PhysicsSettings(), frame_every: int = 0) -> Motion:
     """Run the walker for `settings.duration_s`; record a frame every `frame_every` control steps."""
     world = _World(walker, settings)
-    set_rest_length = pymunk.DampedSpring.rest_length.fset  # skips per-call attribute plumbing
+    # The property's setter itself skips per-call attribute plumbing; pymunk's stubs type the
+    # property as overloaded functions, which have no fset.
+    set_rest_length = pymunk.DampedSpring.rest_length.fset  # type: ignore[attr-defined]
     dt = 1.0 / settings.control_hz
     substep = dt / settings.substeps
     omega = 2.0 * math.pi / MUSCLE_PERIOD_S

@@ -22,6 +22,7 @@ _GROUND_SHARE = 0.2  # of the frame height, below the ground line
 # Frames are palette images (fast to draw, no quantising for the GIF): colours are indices.
 _PALETTE = ((250, 250, 247), (222, 214, 196), (40, 40, 40), (120, 120, 120), (217, 72, 15), (200, 30, 30))
 _SKY, _GROUND, _INK, _PASSIVE, _ACTIVE, _START = range(len(_PALETTE))
+_Font = ImageFont.FreeTypeFont | ImageFont.ImageFont  # what ImageFont.load_default gives
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def _draw(
     index: int,
     masses: list[float],
     camera: _Camera,
-    font: ImageFont.ImageFont,
+    font: _Font,
     joint_radius: float,
 ) -> Image.Image:
     positions = motion.frames[index]
@@ -104,7 +105,7 @@ def _draw(
 
 
 def _draw_ground(
-    draw: ImageDraw.ImageDraw, font: ImageFont.ImageFont, camera: _Camera, centre: float, start: float
+    draw: ImageDraw.ImageDraw, font: _Font, camera: _Camera, centre: float, start: float
 ) -> None:
     width, height = FRAME_SIZE
     ground = height * (1.0 - _GROUND_SHARE)

@@ -18,9 +18,10 @@ from matplotlib.figure import Figure
 from elm.store import IterationMetrics, RunStore
 
 
-def curves(metrics: list[IterationMetrics]) -> dict[str, list[float]]:
+def curves(metrics: list[IterationMetrics]) -> dict[str, list[float | None]]:
     """Evaluations so far and the three measures after each committed iteration."""
-    evaluations, total = [], 0
+    evaluations: list[float | None] = []
+    total = 0
     for row in metrics:
         total += row.candidates
         evaluations.append(total)
@@ -32,7 +33,7 @@ def curves(metrics: list[IterationMetrics]) -> dict[str, list[float]]:
     }
 
 
-def figure_of(series: dict[str, list[float]], title: str) -> Figure:
+def figure_of(series: dict[str, list[float | None]], title: str) -> Figure:
     figure = Figure(figsize=(13, 3.8), layout="constrained")
     panels = (("coverage", "coverage (share of 1,728 niches)"), ("qd_score", "QD score"),
               ("max_fitness", "best fitness (dm in 10 s)"))
