@@ -2,7 +2,8 @@
 
 Every subcommand is registered by the module that owns its domain: each `register`
 function adds a subparser whose `handler(args) -> int` does the work. A `UserError`
-(or a config, environment or sandbox error) becomes one line on stderr and exit code 2.
+(or a config, environment or sandbox error) becomes one line on stderr and exit code 2;
+with `ELM_DEBUG=1` in the environment the full traceback behind it is printed first.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -52,11 +54,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except UserError as error:
+        if os.environ.get("ELM_DEBUG", "") not in ("", "0"):
+            print(_full_traceback(error), file=sys.stderr, end="")
         print(f"elm: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("elm: interrupted", file=sys.stderr)
         return 130
+
+
+def _full_traceback(error: BaseException) -> str:
+    """Every exception behind `error`, the earliest first, including those that a
+    `raise ... from None` hides from Python's own report."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    parts = ["".join(traceback.format_exception(type(e), e, e.__traceback__, chain=False))
+             for e in reversed(chain)]
+    return "\nThe above led to:\n\n".join(parts)
 
 
 def _one_line(error: BaseException) -> str:

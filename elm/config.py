@@ -15,7 +15,8 @@ from functools import reduce
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from omegaconf import MISSING, OmegaConf
+import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from elm.errors import UserError
@@ -223,6 +224,8 @@ def read_config_file(path: str | Path) -> Any:
         raise ConfigError(f"config file not found: {path}")
     try:
         return OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"cannot parse {path}: {_yaml_problem(error)}") from None
     except Exception as error:
         raise ConfigError(f"cannot parse {path}: {_one_line(error)}") from None
 
@@ -261,14 +264,45 @@ def resolved_values(data: Any = None, overrides: Sequence[str] = (), source: str
 
 
 def _merged(data: Any, overrides: Sequence[str], source: str) -> Any:
+    """The schema with `data` and then each override merged onto it; a value of the wrong
+    shape is one line naming where it came from (the file, or the override)."""
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not key=value")
+    if data is not None and not isinstance(data, (dict, DictConfig)):
+        kind = "a list" if isinstance(data, (list, tuple)) or OmegaConf.is_list(data) else repr(data)
+        raise ConfigError(f"{source}: the top level must be sections such as run: and environment:, "
+                          f"not {kind}")
+    merged = _merge_onto(OmegaConf.structured(ElmConfig), data or {}, source)
+    for override in overrides:
+        merged = _merge_onto(merged, _parse_override(override), f"override {override}")
+    return merged
+
+
+def _merge_onto(base: DictConfig, data: Any, source: str) -> DictConfig:
+    """`data` merged onto `base`; a value of the wrong shape is named with its `source`."""
+    for item in fields(ElmConfig):  # `run: 5`: a value where a section belongs
+        value = data.get(item.name) if hasattr(data, "get") else None
+        if value is not None and not isinstance(value, (dict, DictConfig)):
+            raise ConfigError(f"{source}: {item.name} is a section of keys (e.g. {item.name}."
+                              f"{_first_key(item.name)}), not a value; got {value!r}")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(ElmConfig), data or {})
-        return OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        return OmegaConf.merge(base, data)  # type: ignore[return-value]
     except OmegaConfBaseException as error:
         raise ConfigError(f"{source}: {_one_line(error)}") from None
+
+
+def _parse_override(override: str) -> DictConfig:
+    try:
+        return OmegaConf.from_dotlist([override])
+    except yaml.YAMLError as error:
+        raise ConfigError(f"cannot parse override {override!r}: {_yaml_problem(error)}") from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"override {override}: {_one_line(error)}") from None
+
+
+def _first_key(section: str) -> str:
+    return schema_keys(get_type_hints(ElmConfig)[section])[0].key
 
 
 def _leaves(node: Any) -> dict[str, Any]:
@@ -317,7 +351,29 @@ def _validate_online_finetune(mutation: MutationConfig) -> None:
         raise ConfigError("mutation.finetune_every fine-tunes the diff model; it needs mutation.operator=diff")
 
 
+# Examples for the keys whose value is a list, for an error that says so.
+_LIST_EXAMPLES = {
+    "archive.bins": "[10, 10]",
+    "environment.seeds": "[first, second]",
+    "mutation.commit_messages": "[\"Fix the bug.\", \"Make it faster.\"]",
+}
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """A YAML syntax error as "line L, column C: what is wrong"."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or _one_line(error)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    context = getattr(error, "context", None)
+    return f"{where}{problem}" + (f" ({context})" if context else "")
+
+
 def _one_line(error: BaseException) -> str:
+    key = getattr(error, "full_key", None)
+    if isinstance(key, str) and "is not a ListConfig" in str(error):
+        return f"{key} is a list, e.g. {_LIST_EXAMPLES.get(key, '[a, b]')}"
+    if isinstance(key, str) and "to Dict[" in str(error):
+        return f"{key} is a mapping, e.g. {{name: value}}"
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     text = lines[0] if lines else type(error).__name__
     key = next((line for line in lines if line.startswith("full_key:")), None)

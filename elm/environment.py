@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -211,7 +213,8 @@ def seed_folder_programs(package: str, file_name: str) -> list[Program]:
 
 
 def load_environment(spec: str, options: Mapping[str, Any] | None = None) -> Environment:
-    """Load by built-in name (`sodarace`), `module:Class`, or entry point name."""
+    """Load by built-in name (`sodarace`), `module:Class` (the current folder is searched
+    too, as `python -m` would), an entry point's name, or the `name` its class declares."""
     cls = _find_class(spec)
     if not (isinstance(cls, type) and issubclass(cls, Environment)):
         raise EnvironmentLoadError(f"{spec!r} is not an elm Environment subclass")
@@ -246,19 +249,48 @@ def _find_class(spec: str) -> Any:
     if spec in _builtin_names():
         module = _import(f"{builtin_package()}.{spec}", spec)
         return getattr(module, "ENVIRONMENT", None)
+    declared = _class_declaring_name(spec)
+    if declared is not None:
+        return declared
     known = ", ".join(sorted(available_environments())) or "none"
     raise EnvironmentLoadError(f"unknown environment {spec!r} (known: {known}; or use module:Class)")
 
 
+def _class_declaring_name(name: str) -> Any:
+    """The installed entry point whose class declares `name` (its key may differ), or None."""
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = point.load()
+        except Exception:  # a broken plug-in is reported under its own key, not here
+            continue
+        if isinstance(cls, type) and getattr(cls, "name", None) == name:
+            return cls
+    return None
+
+
 def _import(module_name: str, spec: str) -> Any:
+    if ":" in spec:
+        _search_current_folder()
     try:
         return importlib.import_module(module_name)
     except ImportError as error:
-        raise EnvironmentLoadError(f"cannot import environment {spec!r}: {error}") from None
+        raise EnvironmentLoadError(
+            f"cannot import environment {spec!r}: {error} (searched the current folder and "
+            "PYTHONPATH)") from None
     except Exception as error:  # a plug-in that fails while importing must not crash the CLI
         raise EnvironmentLoadError(
             f"environment {spec!r} failed while importing: {type(error).__name__}: {error}"
         ) from None
+
+
+def _search_current_folder() -> None:
+    """`module:Class` finds a module in the current folder, as users expect from Python
+    (the `elm` script, unlike `python -m`, does not put it on the import path). It goes
+    last, so it never shadows an installed module."""
+    here = os.getcwd()
+    if not any(os.path.abspath(entry or os.curdir) == here for entry in sys.path):
+        sys.path.append(here)
+        importlib.invalidate_caches()
 
 
 def builtin_package() -> str | None:

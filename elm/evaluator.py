@@ -6,6 +6,9 @@ Nothing here places candidates in the archive; the loop does. Every child comes 
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -97,7 +100,10 @@ def compile_error(source: str, file_name: str) -> str | None:
 
 def score_safely(environment: Environment, result: Any) -> tuple[Score, ScoringFailure | None]:
     """The environment's score of a result, and whether its scoring code failed on it: an
-    environment's scoring bug on hostile data invalidates the candidate, not the run."""
+    environment's scoring bug on hostile data invalidates the candidate, not the run.
+    Whatever `score` raises or returns, the answer is a valid Score the archive and the
+    store can take (a finite fitness, one finite value per descriptor dimension, extras
+    that are JSON) or an invalid one with the reason."""
     try:
         score = environment.score(result)
     except Exception as error:  # the environment is plug-in code; record its failure
@@ -105,4 +111,41 @@ def score_safely(environment: Environment, result: Any) -> tuple[Score, ScoringF
                 ScoringFailure.RAISED)
     if not isinstance(score, Score):
         return Score.invalid(f"score() returned {type(score).__name__}, not Score"), ScoringFailure.MALFORMED
-    return score, None
+    if not score.valid:  # the environment's verdict, with its reason
+        return Score.invalid(str(score.invalid_reason)[:500]), None
+    problem = _score_problem(score, environment.descriptor_space.dimensions)
+    if problem:
+        return Score.invalid(f"score() returned {problem}"), ScoringFailure.MALFORMED
+    return Score(fitness=float(score.fitness),  # type: ignore[arg-type]
+                 descriptor=tuple(float(v) for v in score.descriptor),  # type: ignore[union-attr]
+                 extras=dict(score.extras)), None
+
+
+def _score_problem(score: Score, dimensions: Sequence[Any]) -> str | None:
+    if not _finite_number(score.fitness):
+        return f"a fitness that is not a finite number: {score.fitness!r:.60}"
+    try:
+        descriptor = list(score.descriptor)  # type: ignore[arg-type]
+    except TypeError:
+        descriptor = None
+    if descriptor is None or len(descriptor) != len(dimensions):
+        count = "no" if descriptor is None else len(descriptor)
+        names = ", ".join(d.name for d in dimensions)
+        return f"a descriptor of {count} value(s) for {len(dimensions)} dimension(s) ({names})"
+    if not all(_finite_number(v) for v in descriptor):
+        return f"a descriptor with a value that is not a finite number: {score.descriptor!r:.80}"
+    try:
+        json.dumps(dict(score.extras))
+    except (TypeError, ValueError) as error:
+        return f"extras that are not JSON data: {error}"
+    return None
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def error_summary(error: str | None) -> str:
+    """The line of an error text that says what went wrong (a traceback's last line)."""
+    lines = [line.strip() for line in (error or "").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no error message"

@@ -1,28 +1,33 @@
 """An experiment: one run folder, started from a config or resumed from where it stopped.
 
 Everything that can be checked is checked before the run folder is created, so a bad
-config or an unknown environment leaves nothing behind.
+config, an unknown environment or seed leaves nothing behind; a run that fails before it
+commits its first iteration (no seed program is valid) removes what it wrote.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from elm import __version__
 from elm.archive import Archive
 from elm.config import ElmConfig, config_to_yaml, load_config, secret_variables
-from elm.environment import Environment, load_environment
+from elm.environment import Environment, EnvironmentLoadError, load_environment, seed_programs
 from elm.errors import UserError
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop, IterationListener
 from elm.mutation import make_mutator
 from elm.sandbox import Sandbox, open_sandbox
-from elm.store import STORE_FILE, RunStore
+from elm.store import READ_ERRORS, STORE_FILE, RunStore
 
 CONFIG_FILE = "config.yaml"
+# What starting a run writes into its folder (SQLite adds the -wal and -shm files).
+_RUN_FILES = (CONFIG_FILE, STORE_FILE, f"{STORE_FILE}-wal", f"{STORE_FILE}-shm")
+_T = TypeVar("_T")
 
 
 def open_environment(config: ElmConfig) -> Environment:
@@ -45,11 +50,13 @@ def new_run_dir(config: ElmConfig, out: str | Path | None) -> Path:
 
 def start_run(config: ElmConfig, out: str | Path | None = None,
               on_iteration: IterationListener | None = None) -> Path:
-    environment = open_environment(config)
+    environment = _from_plugin(config, "loading it", lambda: open_environment(config))
+    # An unknown seed name is refused before the folder exists.
+    _from_plugin(config, "seeds()", lambda: seed_programs(environment))
     archive = Archive(environment.descriptor_space, config.archive,
                       qd_offset=environment.qd_offset, seed=config.run.seed)
     run_dir = new_run_dir(config, out)
-    with _resources(config, environment) as (sandbox, mutator):
+    with _resources(config, environment) as (sandbox, mutator), _removed_unless_committed(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / CONFIG_FILE).write_text(config_to_yaml(config))
         store = RunStore.create(run_dir, run_meta(config, environment, archive))
@@ -62,17 +69,22 @@ def resume_run(run_dir: str | Path, overrides: Sequence[str] = (),
     run_dir = Path(run_dir)
     config = run_config(run_dir, overrides)
     store = RunStore.open(run_dir)
-    meta = store.meta()
-    environment = open_environment(config)
-    layout = meta["archive"]
-    archive = Archive(environment.descriptor_space, config.archive, qd_offset=meta["qd_offset"],
-                      centroids=layout.get("centroids"), seed=config.run.seed)
-    if archive.cells != layout["cells"]:
-        raise UserError("the archive shape differs from the run's; archive settings cannot change on resume")
-    if overrides:
-        (run_dir / CONFIG_FILE).write_text(config_to_yaml(config))
-    with _resources(config, environment) as (sandbox, mutator):
-        _run_loop(config, environment, archive, sandbox, mutator, store, on_iteration)
+    try:
+        _refuse_shortening(config, store.last_iteration())
+        meta = store.meta()
+        environment = _from_plugin(config, "loading it", lambda: open_environment(config))
+        layout = meta["archive"]
+        archive = Archive(environment.descriptor_space, config.archive, qd_offset=meta["qd_offset"],
+                          centroids=layout.get("centroids"), seed=config.run.seed)
+        if archive.cells != layout["cells"]:
+            raise UserError("the archive shape differs from the run's; archive settings cannot change on resume")
+        with _resources(config, environment) as (sandbox, mutator):
+            if overrides:  # the folder and the store both describe the run as it now continues
+                (run_dir / CONFIG_FILE).write_text(config_to_yaml(config))
+                store.set_meta("config", _config_data(config))
+            _run_loop(config, environment, archive, sandbox, mutator, store, on_iteration)
+    finally:
+        store.close()
     return run_dir
 
 
@@ -96,6 +108,57 @@ def _run_loop(config, environment, archive, sandbox, mutator, store, on_iteratio
     finally:
         if config.mutation.finetune_every:
             mutator.stop_training()
+        store.close()
+
+
+def _refuse_shortening(config: ElmConfig, last_iteration: int | None) -> None:
+    if last_iteration is not None and config.run.iterations < last_iteration:
+        raise UserError(
+            f"run.iterations={config.run.iterations} is below the {last_iteration} iterations this run "
+            f"has already committed; a run cannot be shortened (give {last_iteration} or more)")
+
+
+def _from_plugin(config: ElmConfig, what: str, call: Callable[[], _T]) -> _T:
+    """Run environment code before the run starts: its failure is one line, not a traceback."""
+    try:
+        return call()
+    except UserError:
+        raise
+    except Exception as error:
+        raise EnvironmentLoadError(f"environment {config.environment.name!r}: {what} raised "
+                                   f"{type(error).__name__}: {error}") from error
+
+
+@contextlib.contextmanager
+def _removed_unless_committed(run_dir: Path) -> Iterator[None]:
+    """A run that fails before committing its first iteration leaves no folder behind
+    (nothing is lost: nothing was committed), so the same --out can be used again."""
+    existed = run_dir.exists()
+    ours = [name for name in _RUN_FILES if not (run_dir / name).exists()]
+    try:
+        yield
+    except BaseException:
+        if not _has_committed_iteration(run_dir):
+            for name in ours:
+                (run_dir / name).unlink(missing_ok=True)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only when empty: files we did not write stay
+        raise
+
+
+def _has_committed_iteration(run_dir: Path) -> bool:
+    if not (run_dir / STORE_FILE).is_file():
+        return False
+    try:
+        store = RunStore.open(run_dir, readonly=True)
+    except UserError:
+        return True  # unreadable: keep it rather than guess
+    try:
+        return store.last_iteration() is not None
+    except READ_ERRORS:
+        return True
+    finally:
         store.close()
 
 
@@ -131,16 +194,20 @@ def _resources(config: ElmConfig, environment: Environment) -> Iterator[tuple]:
         sandbox.close()
 
 
+def _config_data(config: ElmConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(config))  # type: ignore[return-value]
+
+
 def run_meta(config: ElmConfig, environment: Environment, archive: Archive) -> dict:
     """What a new run's store keeps about how it was started."""
     from dataclasses import asdict
 
-    from omegaconf import OmegaConf
-
     from elm.mutation.prompt import commit_messages_for
 
     return {
-        "config": OmegaConf.to_container(OmegaConf.structured(config)),
+        "config": _config_data(config),
         "environment": config.environment.name,
         "environment_options": dict(config.environment.options),
         "archive": archive.layout(),

@@ -20,7 +20,8 @@ from elm.archive import Archive
 from elm.config import ElmConfig
 from elm.duplicates import EvaluatedPrograms
 from elm.environment import Environment, seed_programs
-from elm.evaluator import Evaluator
+from elm.errors import UserError
+from elm.evaluator import Evaluator, error_summary
 from elm.mutation import MutationRequest, Mutator
 from elm.mutation.messages import make_message_policy, mark_drawn_messages
 from elm.mutation.prompt import commit_messages_for
@@ -66,6 +67,8 @@ class EvolutionLoop:
         if last is None:
             self.seed()
             last = 0
+        elif not self.archive.elites() and last < self.config.run.iterations:
+            raise _no_valid_seed(list(self.store.candidates(iteration=0)))
         pending: deque[tuple[int, Any, list[MutationRequest]]] = deque()
         last_iteration = self.config.run.iterations
         next_iteration = last + 1
@@ -138,6 +141,8 @@ class EvolutionLoop:
         records = self.programs.evaluate(self.evaluator, children, ids, iteration)
         evaluate_s = time.perf_counter() - evaluating
         self.place(records)
+        if iteration == 0 and not self.archive.elites():
+            raise _no_valid_seed(records)  # before the commit: a run without seeds is not a run
         now = time.perf_counter()
         metrics = self._metrics(iteration, records, now - self._last_commit)
         metrics.extras["stages"] = self._stage_figures(children, waited_s, evaluate_s, now - self._last_commit)
@@ -187,6 +192,21 @@ class EvolutionLoop:
         alive = {e.candidate_id for e in self.archive.elites()}
         for candidate_id in [i for i in self._sources if i not in alive]:
             del self._sources[candidate_id]
+
+
+def _no_valid_seed(records: Sequence[CandidateRecord]) -> UserError:
+    """Why no seed program reached the archive, each distinct reason once with its seeds."""
+    seeds_by_reason: dict[str, list[str]] = {}
+    reason_of: dict[int, str] = {}
+    for record in records:
+        reason = f"{record.status}: {error_summary(record.error)}"
+        if record.status in (Status.UNCHANGED, Status.DUPLICATE):  # a copy of an earlier seed fails as it did
+            reason = reason_of.get((record.extras or {}).get("same_as"), reason)  # type: ignore[arg-type]
+        reason_of[record.id] = reason
+        seeds_by_reason.setdefault(reason, []).append(record.commit_message or f"#{record.id}")
+    reasons = "; ".join(f"{'seed' if len(names) == 1 else 'seeds'} {', '.join(names)}: {reason}"
+                        for reason, names in seeds_by_reason.items())
+    return UserError(f"no seed program is valid, so evolution cannot start ({reasons or 'seeds() returned none'})")
 
 
 def _offers(scored: Sequence[CandidateRecord]) -> tuple[list[int], list[float], list[list[float]]]:

@@ -39,7 +39,8 @@ class RunProgress:
         return self
 
     def __exit__(self, kind: type | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        self._progress.stop()
+        if self._progress.live.is_started:  # stopping a bar never shown would print a blank line
+            self._progress.stop()
 
     def update(self, metrics: IterationMetrics) -> None:
         if self._plain:

@@ -151,6 +151,7 @@ _OK = f"'{Status.OK}'"
 _PLACED = f"'{Stage.PLACED}'"
 _RAN = ", ".join(f"'{stage}'" for stage in reached(Stage.RAN))
 _REUSED = ", ".join(f"'{stage}'" for stage in REUSED_STAGES)
+_REUSED_STATUSES = f"'{Status.UNCHANGED}', '{Status.DUPLICATE}'"
 _NEW, _IMPROVED = f"'{PlacementOutcome.NEW}'", f"'{PlacementOutcome.IMPROVED}'"
 
 
@@ -255,6 +256,11 @@ class RunStore:
         self._db.close()
 
     # -- writing -------------------------------------------------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Replace one meta entry: a resume with overrides records the config it continues with."""
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
 
     def record_iteration(
         self,
@@ -399,6 +405,19 @@ class RunStore:
 
     def status_counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, count(*) FROM candidates GROUP BY status")
+        return dict(rows.fetchall())
+
+    def failures(self, limit: int) -> list[tuple[int, str, str | None]]:
+        """(id, status, error) of the latest `limit` candidates whose own evaluation failed,
+        in id order (an `unchanged` or `duplicate` one was not evaluated: it reused a verdict)."""
+        rows = self._db.execute(
+            f"SELECT id, status, error FROM candidates WHERE status NOT IN ({_OK}, {_REUSED_STATUSES})"
+            " ORDER BY id DESC LIMIT ?", (limit,))
+        return rows.fetchall()[::-1]
+
+    def first_candidate_by_status(self) -> dict[str, int]:
+        """Status -> the lowest candidate id with it (read from the status index)."""
+        rows = self._db.execute("SELECT status, min(id) FROM candidates GROUP BY status")
         return dict(rows.fetchall())
 
     def token_totals(self) -> dict[str, int]:

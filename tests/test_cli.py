@@ -2,6 +2,7 @@
 
 import json
 
+from elm.cli import main
 from tests.conftest import run_elm
 
 
@@ -72,3 +73,61 @@ def test_run_then_inspect(toy_config, tmp_path):
     assert summary["coverage"] > 0 and summary["max_fitness"] is not None
     again = run_elm("run", str(toy_config(iterations=3)), "--out", str(out))
     _assert_one_line_error(again, "elm resume")
+
+
+FAULTY = "environment.name=tests.faulty_environment:Faulty"
+
+
+def test_no_valid_seed_is_one_line_exit_2_and_leaves_no_folder(toy_config, tmp_path):
+    out = tmp_path / "run"
+    result = run_elm("run", str(toy_config()), FAULTY, "environment.options.fault=raises",
+                     "environment.options.broken_seed=true", "--out", str(out))
+    assert result.stderr.startswith("elm: error: no seed program is valid"), result.stderr
+    _assert_one_line_error(result, "(seed toy: invalid: scoring failed: ValueError: no score today; "
+                                   "seed broken: invalid: point() must return [x, y])")
+    assert not out.exists()
+
+
+def test_an_unknown_seed_leaves_no_folder_and_no_blank_line(capsys, toy_config, tmp_path):
+    runs = tmp_path / "runs"
+    for extra in (["--out", str(runs / "named")], [f"run.out={runs}"]):
+        assert main(["run", str(toy_config()), "environment.seeds=[nosuchseed]", *extra]) == 2
+        err = capsys.readouterr().err  # the progress bar is on: stderr is not a terminal
+        assert err == "elm: error: unknown seed(s) nosuchseed (known: toy)\n"
+        assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_a_failed_start_keeps_what_was_in_the_folder_before(capsys, toy_config, tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    code = main(["run", str(toy_config()), FAULTY, "environment.options.fault=returns_none",
+                 "--out", str(out), "--quiet"])
+    assert code == 2 and "no seed program is valid" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_elm_debug_shows_the_traceback_behind_a_one_line_error(capsys, monkeypatch, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("run:\n  iterations: [1\n")
+    assert main(["run", str(broken)]) == 2
+    plain = capsys.readouterr().err
+    assert plain.startswith("elm: error: cannot parse") and "Traceback" not in plain
+    monkeypatch.setenv("ELM_DEBUG", "1")
+    assert main(["run", str(broken)]) == 2
+    debug = capsys.readouterr().err
+    assert debug.count("Traceback (most recent call last)") == 2  # the YAML error, then ours
+    assert "yaml.parser.ParserError" in debug and "elm.config.ConfigError" in debug
+    assert debug.endswith(plain)
+
+
+def test_a_mis_shaped_descriptor_is_an_invalid_candidate_in_a_run(capsys, toy_config, tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", str(toy_config(iterations=2)), FAULTY, "environment.options.fault=short_descriptor",
+                 "environment.options.spare_seed=true", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(out), "--failures", "--json"]) == 0
+    failures = json.loads(capsys.readouterr().out)
+    invalid = [r for r in failures["reasons"] if r["status"] == "invalid"]
+    assert [r["reason"] for r in invalid] == ["score() returned a descriptor of # value(s) for # dimension(s) (x, y)"]
+    assert invalid[0]["count"] > 0

@@ -56,6 +56,46 @@ def test_environment_name_is_required(tmp_path):
         load_config(_write(tmp_path, "run:\n  iterations: 2\n"))
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- run\n- environment\n", "the top level must be sections such as run: and environment:, not a list"),
+        ("run: 5\nenvironment:\n  name: toy\n", "run is a section of keys (e.g. run.iterations), not a value"),
+        ("environment: toy\n", "environment is a section of keys"),
+    ],
+)
+def test_a_file_of_the_wrong_shape_is_one_line(tmp_path, text, message):
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text))
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    path = _write(tmp_path, "run:\n  iterations: 3\n   batch_size: 2\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"cannot parse {path}: line 3, column 14: mapping values")
+    with pytest.raises(ConfigError, match=r"cannot parse override 'archive.bins=\[8,8': line \d+, column \d+"):
+        load_config(_write(tmp_path, TOY_CONFIG.format(iterations=3, backend="local")), ["archive.bins=[8,8"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("archive.bins=10", "override archive.bins=10: archive.bins is a list, e.g. [10, 10]"),
+        ("environment.seeds=square", "environment.seeds is a list, e.g. [first, second]"),
+        ("mutation.commit_messages=Fix", "mutation.commit_messages is a list"),
+        ("environment.options=5", "environment.options is a mapping"),
+        ("sandbox=docker", "sandbox is a section of keys (e.g. sandbox.backend), not a value"),
+    ],
+)
+def test_a_value_of_the_wrong_shape_is_said_in_the_users_words(tmp_path, override, message):
+    path = _write(tmp_path, TOY_CONFIG.format(iterations=3, backend="local"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, [override])
+    assert message in str(caught.value) and "Node" not in str(caught.value)
+
+
 def test_every_key_has_a_one_line_description():
     keys = schema_keys()
     assert len(keys) > 40

@@ -141,6 +141,11 @@ def test_no_duplicate_reaches_the_sandbox(tmp_path):
     assert summary["reused_shares"]["duplicate"] == stages["duplicate"] / summary["funnel"]["generated"]
     text = run_elm("inspect", str(tmp_path / "run"), check=True).stdout
     assert "duplicate" in text and "unchanged" in text
+    # Why candidates failed: reused verdicts are counted apart, never as failures.
+    failures = json.loads(run_elm("inspect", str(tmp_path / "run"), "--failures", "--json", check=True).stdout)
+    assert failures["reused"] == stages["unchanged"] + stages["duplicate"]
+    assert failures["failed"] == sum(r.status not in ("ok", "unchanged", "duplicate") for r in records)
+    assert not {row["status"] for row in failures["statuses"]} & {"unchanged", "duplicate"}
 
 
 def test_a_resumed_run_remembers_what_was_evaluated(tmp_path):

@@ -91,3 +91,82 @@ def test_a_short_evolution_runs_end_to_end(plugin_folder, tmp_path, name):
     assert summary["coverage"] > 0
     assert summary["funnel"]["placed"] > 1  # children, not only the seed, reached the archive
     assert summary["max_fitness"] > -10.0
+
+
+@pytest.fixture
+def clean_imports(monkeypatch):
+    """sys.path restored after the test, and the modules it imported forgotten."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def test_module_class_finds_a_module_in_the_current_folder(plugin_folder, monkeypatch, clean_imports):
+    """As the `elm` script runs: the current folder is not on sys.path."""
+    from elm.environment import load_environment
+
+    sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != plugin_folder.resolve()]
+    sys.modules.pop("sine_curve_env", None)
+    monkeypatch.chdir(plugin_folder)
+    assert type(load_environment(SPEC)).__name__ == "SineCurve"
+    assert sys.path[-1] == str(plugin_folder)  # last: it never shadows an installed module
+
+
+def test_a_missing_module_says_where_it_was_looked_for(tmp_path, monkeypatch, clean_imports):
+    from elm.environment import EnvironmentLoadError, load_environment
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EnvironmentLoadError, match="No module named 'absent_env' .*current folder"):
+        load_environment("absent_env:Absent")
+
+
+def test_an_entry_point_is_found_by_its_key_and_by_its_classs_name(tmp_path, clean_imports):
+    """`elm env list` shows the key; the class's own `name` works as well."""
+    from elm.environment import load_environment
+
+    (tmp_path / "renamed_env.py").write_text(
+        "from tests.toy_environment import Toy\n\n\nclass Renamed(Toy):\n    name = 'renamed_toy'\n")
+    info = tmp_path / "renamed_env-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: renamed-env\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[elm.environments]\ntoy_key = renamed_env:Renamed\n")
+    sys.path.append(str(tmp_path))
+    assert type(load_environment("toy_key")).__name__ == "Renamed"
+    assert type(load_environment("renamed_toy")).__name__ == "Renamed"
+
+
+def test_the_guide_says_where_its_names_come_from():
+    guide = GUIDE.read_text()
+    exec("from elm.environment import EnvironmentLoadError", {})  # the import line the guide gives
+    assert "from elm.environment import EnvironmentLoadError" in guide
+    assert "elm finetune RUN --from-scratch --out DIR" in guide
+    assert all(name in guide for name in ("config.json", "tokenizer", "causal"))
+
+
+def test_the_guides_text_descriptor_example_runs(plugin_folder, clean_imports, tmp_path):
+    """The guide's example of a descriptor computed from the program's text, in the sandbox."""
+    from elm.config import SandboxConfig
+    from elm.evaluator import Evaluator
+    from elm.mutation import Child
+    from elm.sandbox import open_sandbox
+
+    match = re.search(r"<!-- example: text_descriptor -->\s*```python\n(.*?)```", GUIDE.read_text(), re.S)
+    assert match, "the guide lost its text descriptor example"
+    module = tmp_path / "text_descriptor_env.py"
+    module.write_text(f"from sine_curve_env import *\nfrom sine_curve_env import SineCurve\n\n{match.group(1)}")
+    sys.path[:0] = [str(tmp_path), str(plugin_folder)]
+    namespace: dict = {}
+    exec(compile(module.read_text(), str(module), "exec"), namespace)
+    environment = namespace["SineCurveByLength"]()
+    (seed,) = environment.seeds()
+    settings = SandboxConfig(backend="local", pool_size=1)
+    sandbox = open_sandbox(settings)
+    try:
+        (record,) = Evaluator(environment, sandbox, settings).evaluate(
+            [Child(None, seed.source, "seed")], [0], iteration=0)
+    finally:
+        sandbox.close()
+    assert record.status == "ok", record.error
+    assert record.descriptor[1] == len(seed.source.splitlines())

@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from elm.cli import main
-from elm.records import FUNNEL
+from elm.records import FUNNEL, REUSED_STAGES
 from elm.store import RunStore
 from tests.test_report_support import (  # noqa: F401  (fixtures)
     HOSTILE_COMMENT,
@@ -60,7 +62,9 @@ def test_summary_json(capsys, any_run: Path, store: RunStore) -> None:
     assert data["max_fitness"] == max(c.fitness for c in scored)
     assert data["coverage"] == pytest.approx(store.metrics()[-1].coverage)
     assert data["qd_score"] == pytest.approx(store.metrics()[-1].qd_score)
-    assert list(data["funnel"]) == list(FUNNEL) and data["funnel"]["generated"] == len(candidates)
+    children = [c for c in candidates if c.iteration > 0]
+    assert list(data["funnel"]) == list(FUNNEL) and data["funnel"]["generated"] == len(children)
+    assert data["seed_funnel"]["generated"] == len(candidates) - len(children)
     assert data["best"]["source"] == store.candidate(data["best"]["candidate_id"]).source
 
 
@@ -139,7 +143,8 @@ def test_lineage(capsys, any_run: Path, store: RunStore) -> None:
     assert [s["diff"] for s in steps] == [store.candidate(s["id"]).diff for s in steps]
     assert data["source"] == store.candidate(best).source
     code, out, _ = inspect(capsys, any_run, "--lineage", best)
-    assert code == 0 and f"{len(steps)} steps from a seed" in out
+    mutations = len(steps) - 1
+    assert code == 0 and f"{mutations} mutation{'' if mutations == 1 else 's'} from a seed" in out
     for step in steps:
         assert f"candidate {step['id']} | iteration {step['iteration']}" in out
         if step["diff"]:
@@ -173,6 +178,7 @@ def test_bad_input_is_one_line_exit_2(capsys, toy_run: Path, tmp_path: Path) -> 
         ((toy_run, "--snapshot", 999), "no snapshot at iteration 999"),
         ((toy_run, "--lineage", 99999), "no candidate 99999"),
         ((toy_run, "--lineage", 1, "--snapshot", 0), "does not apply"),
+        ((toy_run, "--failures", "--snapshot", 0), "does not apply"),
         ((toy_run, "--top", 0), "positive"),
     ]
     for args, message in cases:
@@ -225,3 +231,85 @@ def test_run_killed_mid_run_shows_its_committed_iterations(capsys, tmp_path: Pat
     assert data["candidates"] > 0 and data["num_elites"] > 0
     _, out, _ = inspect(capsys, run)
     assert "iteration 2 of 10 (stopped early or still running)" in out
+
+
+def test_lineage_counts_mutations(capsys, toy_run: Path) -> None:
+    with closing(RunStore.open(toy_run, readonly=True)) as store:
+        candidates = list(store.candidates())
+    seed = next(c for c in candidates if c.parent_id is None)
+    child = next(c for c in candidates if c.parent_id == seed.id)
+    _, out, _ = inspect(capsys, toy_run, "--lineage", seed.id)
+    assert f"Lineage of candidate {seed.id}: a seed" in out
+    _, out, _ = inspect(capsys, toy_run, "--lineage", child.id)
+    assert f"Lineage of candidate {child.id}: 1 mutation from a seed" in out
+
+
+def test_funnel_counts_children_and_shows_seeds_apart(capsys, toy_run: Path) -> None:
+    with closing(RunStore.open(toy_run, readonly=True)) as store:
+        candidates = list(store.candidates())
+    seeds = [c for c in candidates if c.iteration == 0]
+    data = inspect_json(capsys, toy_run)
+    assert data["funnel"]["generated"] == len(candidates) - len(seeds)
+    assert data["seed_funnel"]["generated"] == len(seeds)
+    assert data["seed_funnel"]["scored"] == sum(c.status == "ok" for c in seeds)
+    _, out, _ = inspect(capsys, toy_run)
+    assert f"Seeds (iteration 0, not counted above): {len(seeds)} evaluated" in out
+
+
+def test_failures_count_by_status_and_reason_with_examples(capsys, any_run: Path, store: RunStore) -> None:
+    candidates = list(store.candidates())
+    failed = [c for c in candidates if c.status not in ("ok", *REUSED_STAGES)]
+    data = inspect_json(capsys, any_run, "--failures")
+    assert data["failed"] == len(failed) > 0 and data["candidates"] == len(candidates)
+    assert data["reused"] == sum(c.status in REUSED_STAGES for c in candidates)
+    by_status = {row["status"]: row for row in data["statuses"]}
+    assert {s: r["count"] for s, r in by_status.items()} == dict(Counter(c.status for c in failed))
+    for status, row in by_status.items():
+        assert row["example_id"] == min(c.id for c in failed if c.status == status)
+        assert sum(r["count"] for r in data["reasons"] if r["status"] == status) == row["count"]
+    for row in data["reasons"]:
+        example = store.candidate(row["example_id"])
+        assert example.status == row["status"] and row["error"] in (example.error or "no error message")
+    counts = [row["count"] for row in data["reasons"]]
+    assert counts == sorted(counts, reverse=True)
+    code, out, _ = inspect(capsys, any_run, "--failures")
+    assert code == 0 and f"{len(failed)} of {data['candidates']} candidates failed" in " ".join(out.split())
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in out.splitlines()]
+    for row in data["statuses"]:
+        assert [row["status"], str(row["count"]), str(row["example_id"])] in rows, row
+
+
+def test_failures_of_a_large_run_tell_kinds_apart_from_the_latest_ones(capsys, monkeypatch, any_run: Path,
+                                                                        store: RunStore) -> None:
+    """Counts by status stay exact; only the latest READ_LIMIT errors are read for kinds."""
+    from elm.report import failures
+
+    failed = [c for c in store.candidates() if c.status not in ("ok", *REUSED_STAGES)]
+    monkeypatch.setattr(failures, "READ_LIMIT", 3)
+    data = inspect_json(capsys, any_run, "--failures")
+    assert data["failed"] == len(failed) > 3 and data["reasons_counted"] == 3
+    assert sum(row["count"] for row in data["statuses"]) == len(failed)
+    assert sum(row["count"] for row in data["reasons"]) == 3
+    assert {row["example_id"] for row in data["reasons"]} <= {c.id for c in failed[-3:]}
+    for row in data["statuses"]:
+        assert row["example_id"] == min(c.id for c in failed if c.status == row["status"])
+    code, out, _ = inspect(capsys, any_run, "--failures")
+    assert code == 0 and "kinds counted over the latest 3 failures" in " ".join(out.split())
+
+
+@pytest.mark.parametrize("status, error, reason", [
+    ("error", 'Traceback (most recent call last):\n  File "x.py", line 2, in f\nIndexError: list index out of range',
+     "IndexError"),
+    ("error", "Traceback (most recent call last):\nUnboundLocalError: cannot access local variable 'n'",
+     "UnboundLocalError"),
+    ("error", "Traceback (most recent call last):\npackage.module.Oops", "package.module.Oops"),
+    ("syntax_error", "SyntaxError: invalid syntax (line 3)", "SyntaxError"),
+    ("timeout", "wall-clock limit of 5 s exceeded", "wall-clock limit of # s exceeded"),
+    ("invalid", "circles 3 and 7 overlap by 0.012", "circles # and # overlap by #"),
+    ("invalid", "scoring failed: ValueError: x2 is 1e-05", "scoring failed: ValueError: x2 is #"),
+])
+def test_failures_are_grouped_by_exception_type_or_reason(status: str, error: str, reason: str) -> None:
+    from elm.evaluator import error_summary
+    from elm.report.failures import failure_reason
+
+    assert failure_reason(status, error_summary(error)) == reason

@@ -12,7 +12,7 @@ from elm.environment import EnvironmentLoadError, Program, seed_programs
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
 from elm.mutation.gp import GPMutator
-from elm.records import funnel_counts
+from elm.records import Child, funnel_counts
 from elm.sandbox import Outcome
 from elm.store import RunStore
 from tests.toy_environment import BROKEN_SEED, SEED, Toy
@@ -119,6 +119,128 @@ def test_children_of_one_parent_share_its_commit_message(tmp_path):
     for group in (requests[:4], requests[4:]):
         assert len({(r.parent_id, r.commit_message) for r in group}) == 1
     assert len({r.seed for r in requests}) == 8
+    store.close()
+
+
+# -- scoring faults and seeds that are all invalid -----------------------------------------
+
+
+class SeedOutcomeSandbox(HashSandbox):
+    """Like HashSandbox, but a job whose source says `fails_with: STATUS` gets that status."""
+
+    def run_many(self, jobs):
+        outcomes = super().run_many(jobs)
+        for index, job in enumerate(jobs):
+            source = job.files["point.py"]
+            if "fails_with: error" in source:
+                outcomes[index] = Outcome("error", 0.001, error="Traceback (most recent call last):\n"
+                                          "  File \"point.py\", line 2\nIndexError: list index out of range")
+            elif "fails_with: timeout" in source:
+                outcomes[index] = Outcome("timeout", 5.0, error="wall-clock limit of 5 s exceeded")
+            elif source == BROKEN_SEED:
+                outcomes[index] = Outcome("ok", 0.001, "not a point")
+            elif "fails_with" not in source:
+                outcomes[index] = Outcome("ok", 0.001, [1.25, -0.5])
+        return outcomes
+
+
+def _faulty_loop(tmp_path, environment, iterations=3, store=None, name="run"):
+    loop, store = _loop(tmp_path, iterations, name=name, store=store)
+    loop.environment = environment
+    loop.evaluator = Evaluator(environment, SeedOutcomeSandbox(), loop.config.sandbox)
+    return loop, store
+
+
+def _seeded(*programs):
+    """A Faulty environment whose seeds are the given (name, source) pairs."""
+    from tests.faulty_environment import Faulty
+
+    class Seeded(Faulty):
+        def seeds(self):
+            return self.select_seeds([Program(self.file_name, source, name) for name, source in programs])
+
+    return Seeded
+
+
+@pytest.mark.parametrize("fault", sorted(__import__("tests.faulty_environment").faulty_environment.FAULTS))
+def test_no_valid_seed_is_one_line_naming_each_seed_and_commits_nothing(tmp_path, fault):
+    from elm.errors import UserError
+    from tests.faulty_environment import Faulty
+
+    loop, store = _faulty_loop(tmp_path, Faulty(fault=fault, broken_seed=True))
+    with pytest.raises(UserError) as caught:
+        loop.run()
+    message = str(caught.value)
+    assert message.startswith("no seed program is valid") and "\n" not in message
+    assert "toy" in message and "broken" in message  # each seed by name
+    assert "point() must return [x, y]" in message  # the broken seed's own reason
+    assert store.last_iteration() is None and list(store.candidates()) == []
+    store.close()
+
+
+@pytest.mark.parametrize("failure, reason", [
+    ("def point(:\n    pass\n", "syntax_error: SyntaxError"),
+    ("def point():\n    # fails_with: error\n    return []\n", "error: IndexError: list index out of range"),
+    ("def point():\n    # fails_with: timeout\n    return []\n", "timeout: wall-clock limit of 5 s exceeded"),
+])
+def test_seeds_failing_before_scoring_are_named_with_their_reason(tmp_path, failure, reason):
+    from elm.errors import UserError
+
+    environment = _seeded(("first", failure), ("second", failure))()
+    loop, store = _faulty_loop(tmp_path, environment)
+    with pytest.raises(UserError, match="seeds first, second: " + reason):
+        loop.run()
+    assert store.last_iteration() is None
+    store.close()
+
+
+def test_resuming_a_run_without_valid_seeds_is_one_line(tmp_path):
+    """A store written before seeds were checked: iteration 0 committed, nothing scored."""
+    from elm.errors import UserError
+    from tests.faulty_environment import Faulty
+
+    loop, store = _faulty_loop(tmp_path, Faulty(fault="raises"), iterations=3)
+    records = loop.evaluator.evaluate([Child(None, SEED, "seed", commit_message="toy")], [0], 0)
+    store.record_iteration(records, loop._metrics(0, records, 0.1))
+    with pytest.raises(UserError, match="no seed program is valid.*seed toy: invalid: scoring failed"):
+        loop.run()
+    assert store.last_iteration() == 0
+    store.close()
+
+
+def test_score_safely_takes_any_real_numbers_and_hands_back_floats():
+    import numpy as np
+
+    from elm.environment import Score
+    from elm.evaluator import score_safely
+    from tests.faulty_environment import Faulty
+
+    class NumpyScores(Faulty):
+        def score(self, result):
+            return Score(fitness=np.float32(0.5), descriptor=np.array([1, -2], dtype=np.int64),
+                         extras={"size": 3})
+
+    score, failure = score_safely(NumpyScores(), [1.0, 2.0])
+    assert failure is None and score.valid and score.fitness == 0.5 and score.descriptor == (1.0, -2.0)
+    assert type(score.fitness) is float and all(type(v) is float for v in score.descriptor)
+
+
+@pytest.mark.parametrize("fault", ["short_descriptor", "long_descriptor", "scalar_descriptor",
+                                   "no_descriptor", "infinite_descriptor", "text_descriptor"])
+def test_a_misshaped_descriptor_makes_the_candidate_invalid_and_the_run_goes_on(tmp_path, fault):
+    from tests.faulty_environment import Faulty
+
+    seeded, store = _faulty_loop(tmp_path, Faulty(), iterations=0)
+    seeded.run()
+    loop, _ = _faulty_loop(tmp_path, Faulty(fault=fault, left_only=True), iterations=4, store=store)
+    loop.evaluator.sandbox = HashSandbox()  # children land left and right of x = 0
+    loop.run()
+    children = [c for c in store.candidates() if c.iteration > 0]
+    faulty = [c for c in children if c.status == "invalid"]
+    assert store.last_iteration() == 4 and faulty and any(c.status == "ok" for c in children)
+    assert all(c.error.startswith("score() returned a descriptor") for c in faulty)
+    assert all(c.stage == "ran" and c.niche is None for c in faulty)
+    assert all(len(c.descriptor) == 2 for c in children if c.status == "ok")
     store.close()
 
 

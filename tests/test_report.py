@@ -173,6 +173,65 @@ def test_cli(capsys, tmp_path: Path, toy_run: Path) -> None:
     assert err.startswith("elm: error: run folder not found") and len(err.strip().splitlines()) == 1
 
 
+def _one_elite_run(run: Path, kind: str, dims: int) -> Path:
+    """A run whose archive holds exactly one elite (its only seed), on any archive shape."""
+    from elm.archive import Archive
+    from elm.config import ArchiveConfig
+    from elm.environment import DescriptorSpace, Dimension
+    from elm.records import CandidateRecord, SnapshotRow
+    from elm.store import IterationMetrics
+
+    space = DescriptorSpace(tuple(Dimension(name, 0.0, 1.0, 6) for name in "xyzw"[:dims]))
+    archive = Archive(space, ArchiveConfig(kind=kind, cvt_cells=12, cvt_samples=600))
+    descriptor = [0.3] * dims
+    (placement,) = archive.add_batch([0], [0.5], [descriptor])
+    run.mkdir()
+    store = RunStore.create(run, {"config": {"run": {"iterations": 0}}, "environment": "toy",
+                                  "environment_options": {}, "archive": archive.layout(), "qd_offset": 0.0})
+    seed = CandidateRecord(id=0, iteration=0, parent_id=None, operator="seed", file_name="program.py",
+                           source="def main():\n    return 1\n", stage="placed", status="ok", fitness=0.5,
+                           descriptor=descriptor, niche=placement.niche, placement=placement.outcome)
+    stats = archive.stats()
+    metrics = IterationMetrics(iteration=0, wall_s=0.1, candidates=1, coverage=stats.coverage,
+                               qd_score=stats.qd_score, num_elites=1, max_fitness=0.5, mean_fitness=0.5,
+                               evals_per_s=10.0, statuses={"ok": 1}, funnel={"generated": 1, "placed": 1})
+    try:
+        store.record_iteration([seed], metrics, [SnapshotRow(placement.niche, 0, 0.5, tuple(descriptor))])
+    finally:
+        store.close()
+    return run
+
+
+@pytest.mark.parametrize("kind, dims", [("grid", 1), ("grid", 2), ("grid", 3), ("grid", 4),
+                                        ("cvt", 1), ("cvt", 2), ("cvt", 3)])
+def test_an_archive_of_one_elite_is_drawn_in_any_shape(tmp_path: Path, kind: str, dims: int) -> None:
+    run = _one_elite_run(tmp_path / "run", kind, dims)
+    files = build_report(run, renders=0)
+    data = page_data(files.html.read_text())
+    assert data["num_elites"] == 1 and data["layout"]["kind"] == kind
+    with Image.open(run / "plots" / "archive.png") as image:
+        assert image.width > 400
+
+
+def test_the_page_says_why_candidates_failed(tmp_path: Path, toy_run: Path) -> None:
+    from elm.report.failures import failures_view
+
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    html = build_report(run, renders=0).html.read_text()
+    with open_run(run) as opened:
+        failures = failures_view(opened)
+    section = re.search(r"<section id='failures'>(.*?)</section>", html, re.S)
+    assert section and f"{failures['failed']} of {failures['candidates']} candidates failed" in section.group(1)
+    for row in failures["statuses"]:
+        assert f"<tr><td>{row['status']}</td><td>{row['count']}</td><td>{row['example_id']}</td></tr>" \
+            in section.group(1)
+    for row in failures["reasons"]:
+        assert (f"<td>{row['status']}</td><td>{row['reason']}</td><td>{row['count']}</td>"
+                f"<td>{row['example_id']}</td>") in section.group(1)
+    assert "Seeds (iteration 0, not counted above)" in html
+
+
 def test_page_of_a_long_run_holds_every_elite_and_a_bounded_share_of_ancestors(
         tmp_path: Path, real_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import elm.report

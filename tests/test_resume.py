@@ -1,5 +1,6 @@
 """A run killed with SIGKILL mid-iteration resumes and loses nothing it had committed."""
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -70,3 +71,33 @@ def _replayed_elites(store):
     for record in store.scored_candidates():
         archive.add_batch([record.id], [record.fitness], [record.descriptor])
     return archive.elites()
+
+
+def test_resume_raising_or_lowering_the_iterations(capsys, toy_config, tmp_path):
+    """Raising the count extends the run and the store says it is finished; lowering it
+    below what is committed is refused on one line and changes nothing."""
+    from elm.cli import main
+
+    run_dir = tmp_path / "run"
+    assert main(["run", str(toy_config(iterations=1)), "--out", str(run_dir), "--quiet"]) == 0
+    assert main(["resume", str(run_dir), "run.iterations=2", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["inspect", str(run_dir), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["last_iteration"], summary["configured_iterations"], summary["finished"]) == (2, 2, True)
+    assert main(["inspect", str(run_dir)]) == 0
+    assert "iteration 2 of 2" in capsys.readouterr().out.splitlines()[1]
+    config_before = (run_dir / "config.yaml").read_text()
+    assert "iterations: 2" in config_before
+
+    assert main(["resume", str(run_dir), "run.iterations=1"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("elm: error: run.iterations=1 is below the 2 iterations this run has already "
+                   "committed; a run cannot be shortened (give 2 or more)\n")
+    assert (run_dir / "config.yaml").read_text() == config_before
+
+    assert main(["resume", str(run_dir), "run.iterations=2", "--quiet"]) == 0  # already there
+    store = RunStore.open(run_dir, readonly=True)
+    assert [m.iteration for m in store.metrics()] == [0, 1, 2]
+    assert store.meta()["config"]["run"]["iterations"] == 2
+    store.close()

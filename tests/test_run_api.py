@@ -90,10 +90,12 @@ def test_summary_counts_what_the_store_holds(any_run: Path, store: RunStore) -> 
     assert summary["num_elites"] == last.num_elites
     assert summary["coverage"] == pytest.approx(last.coverage)
     assert summary["qd_score"] == pytest.approx(last.qd_score)
-    generated = summary["funnel"]["generated"]
-    assert generated == len(candidates)
+    seeds = [c for c in candidates if c.iteration == 0]
+    assert summary["funnel"]["generated"] == len(candidates) - len(seeds)
+    assert summary["seed_funnel"]["generated"] == len(seeds)
     assert list(summary["funnel"]) == list(FUNNEL)
-    assert summary["funnel"]["placed"] == sum(c.placement in ("new", "improved") for c in candidates)
+    assert summary["funnel"]["placed"] + summary["seed_funnel"]["placed"] == \
+        sum(c.placement in ("new", "improved") for c in candidates)
     best = store.candidate(summary["best"]["candidate_id"])
     assert summary["best"]["source"] == best.source and best.fitness == summary["max_fitness"]
     assert summary["finished"] is True and summary["problems"] == []

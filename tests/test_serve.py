@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from elm.cli import main
+from elm.report import open_run
 from elm.serve import Dashboard
 from elm.store import RunStore
 from tests.conftest import REPO, cli_env
@@ -83,6 +84,13 @@ def test_live_view_matches_the_store(dashboard: Dashboard, runs_folder: Path, na
         assert live["statuses"] == store.status_counts()
         assert live["snapshots"] == store.snapshot_iterations()
         assert len(live["events"]) == len(store.events())
+        # The funnel counts the children; the seeds of iteration 0 are shown apart, as in inspect.
+        with open_run(runs_folder / name) as run:
+            assert live["funnel"] == run.funnel() and live["seed_funnel"] == run.funnel(seeds=True)
+        seeds = [c for c in store.candidates() if c.iteration == 0]
+        assert live["seed_funnel"]["generated"] == len(seeds)
+        assert live["funnel"]["generated"] == live["candidates"] - len(seeds)
+        assert live["seed_funnel_text"].startswith(f"Seeds (iteration 0, not counted above): {len(seeds)} evaluated")
         _, later = get(dashboard.url + f"api/runs/{name}/live?metrics_after={metrics[-3].iteration}")
         assert [m["iteration"] for m in later["metrics"]] == [m.iteration for m in metrics[-2:]]
 

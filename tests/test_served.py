@@ -262,7 +262,9 @@ def test_a_run_against_a_hanging_server_exits_0_with_every_child_failed(tmp_path
     assert result.returncode == 0, result.stderr
     with open_run(out) as run:
         mutated = [c for c in run.candidates() if c.parent_id is not None]
-        assert run.summary()["funnel"]["generated"] == 1  # the seed only
+        summary = run.summary()
+        assert summary["funnel"]["generated"] == 0  # no child got past its request
+        assert summary["seed_funnel"]["generated"] == 1
     assert len(mutated) == 12
     assert {(c.status, c.stage, c.error) for c in mutated} == {
         ("mutation_failed", Stage.REQUESTED, "request: timed out after 1 s")}

@@ -64,6 +64,7 @@ def measure(candidates: int, run_dir: Path) -> dict:
         "top": _timed(["inspect", str(run_dir), "--top", "10"]),
         "lineage": _timed(["inspect", str(run_dir), "--lineage", str(deepest)]),
         "snapshot": _timed(["inspect", str(run_dir), "--snapshot", str(middle)]),
+        "failures": _timed(["inspect", str(run_dir), "--failures"]),
     }
     report = _timed(["report", str(run_dir)])
     report_mb = (run_dir / REPORT_FILE).stat().st_size / 1e6

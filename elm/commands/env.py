@@ -215,11 +215,8 @@ def _seed_problem(environment: Environment, outcome: Outcome, score: Score | Non
         return f"sandbox status {outcome.status}: {_last_line(outcome.error)}"
     if score is None or not score.valid:
         return f"invalid: {score.invalid_reason if score else 'not scored'}"
-    space = environment.descriptor_space
-    descriptor = score.descriptor or ()
-    if len(descriptor) != len(space):
-        return f"descriptor has {len(descriptor)} values for {len(space)} dimensions"
-    for value, dimension in zip(descriptor, space.dimensions):
+    descriptor = score.descriptor or ()  # score_safely made sure of one value per dimension
+    for value, dimension in zip(descriptor, environment.descriptor_space.dimensions):
         if not dimension.low <= value <= dimension.high:
             return f"{dimension.name} = {value:.4g} is outside [{dimension.low}, {dimension.high}]"
     return None

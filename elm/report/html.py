@@ -22,10 +22,11 @@ from matplotlib import colormaps
 from matplotlib.colors import Normalize, to_hex
 
 from elm.records import CandidateRecord
+from elm.report import failures
 from elm.report.plots import CMAP
 from elm.report.renders import Renders
 from elm.report.run import ArchiveState, Run
-from elm.report.views import candidate_dict, fmt_number, fmt_percent, progress_text
+from elm.report.views import candidate_dict, fmt_number, fmt_percent, progress_text, seed_funnel_text
 
 _POLICY = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
            "script-src 'unsafe-inline'; base-uri 'none'; form-action 'none'")
@@ -52,6 +53,7 @@ def run_page(run: Run, state: ArchiveState, records: Mapping[int, CandidateRecor
         _header(run, summary),
         _problems(run.problems),
         _overview(summary),
+        _failures_section(failures.failures_view(run)),
         _archive_section(state, summary["candidates"], len(records), str(run.path)),
         _messages_section(run),
         _plots_section(plots),
@@ -139,10 +141,31 @@ def _overview(summary: dict[str, Any]) -> str:
                         for count in funnel.values())]
             for version, funnel in by_version.items()
         ], table_id="funnel-by-version") + "</div>"
+    seeds = f"<p class='sub' id='seed-funnel'>{escape(seed_funnel_text(summary['seed_funnel']))}</p>"
     return (f"<section id='overview' class='cards'>"
             f"<div><h2>Archive</h2>{archive}</div>"
             f"<div><h2>Candidates ({summary['candidates']})</h2>{statuses}</div>"
-            f"<div><h2>Validity funnel</h2>{funnel}</div>{versions}{_tokens_card(summary.get('tokens'))}</section>")
+            f"<div><h2>Validity funnel of the children</h2>{funnel}{seeds}</div>{versions}"
+            f"{_tokens_card(summary.get('tokens'))}</section>")
+
+
+def _failures_section(data: dict[str, Any]) -> str:
+    head = (f"<section id='failures'><h2>Why candidates failed</h2>"
+            f"<p class='sub'>{escape(failures.headline(data))}.</p>")
+    if not data["failed"]:
+        return head + "</section>"
+    statuses = _table(["status", "count", "example candidate"],
+                      [[r["status"], r["count"], r["example_id"]] for r in data["statuses"]],
+                      table_id="failure-statuses")
+    reasons = data["reasons"]
+    table = _table(["status", "exception or reason", "count", "example candidate"],
+                   [[r["status"], r["reason"], r["count"], r["example_id"]] for r in reasons[:failures.ROWS]],
+                   table_id="failure-reasons")
+    more = len(reasons) - failures.ROWS
+    note = (f"<p class='sub'>... and {more} other kinds "
+            f"(elm inspect RUN --failures --json lists them all).</p>") if more > 0 else ""
+    return (f"{head}<div class='cards'><div><h3>By status</h3>{statuses}</div>"
+            f"<div><h3>By exception type or reason</h3>{table}{note}</div></div></section>")
 
 
 def _tokens_card(tokens: dict[str, Any] | None) -> str:

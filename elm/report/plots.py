@@ -1,10 +1,11 @@
 """PNG plots of a run: the archive heatmap, the metric curves and the validity funnel.
 
 Figures are drawn with matplotlib's object API (no pyplot state, no backend switch), so
-writing a report from a notebook leaves the notebook's plotting alone. One- and
-two-dimensional archives use pyribs' own heatmaps; a grid of three or more dimensions is
-shown as 2-D slices along its third dimension, a CVT archive of three or more as 2-D
-projections of its centroids.
+writing a report from a notebook leaves the notebook's plotting alone. A one-dimensional
+grid is drawn here as a strip of cells (pyribs' own 1-D heatmap fails on an archive of one
+elite); other one- and two-dimensional archives use pyribs' heatmaps; a grid of three or
+more dimensions is shown as 2-D slices along its third dimension, a CVT archive of three or
+more as 2-D projections of its centroids.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ def save(figure: Figure, path: Path) -> Path:
 
 def archive_figure(state: ArchiveState, layout: ArchiveLayout, qd_offset: float = 0.0) -> Figure:
     dims = len(layout.names)
-    if layout.kind == "grid" and dims >= 3:
+    if layout.kind == "grid" and dims == 1:
+        figure = _grid_strip(state, layout)
+    elif layout.kind == "grid" and dims >= 3:
         figure = _grid_slices(state, layout)
     elif layout.kind != "grid" and dims >= 3:
         figure = _cvt_projections(state, layout)
@@ -131,6 +134,24 @@ def _pyribs_heatmap(state: ArchiveState, layout: ArchiveLayout, qd_offset: float
     axes.set_xlabel(layout.names[0])
     if len(layout.names) > 1:
         axes.set_ylabel(layout.names[1])
+    return figure
+
+
+def _grid_strip(state: ArchiveState, layout: ArchiveLayout) -> Figure:
+    """A one-dimensional grid: one row of cells coloured by their elite's fitness."""
+    (bins,) = layout.bins or (layout.cells,)
+    fitness = np.full(bins, np.nan)
+    for elite in state.elites:
+        fitness[elite.coordinates[0]] = elite.fitness
+    figure = Figure(figsize=(8, 2.4), layout="constrained")
+    axes = figure.subplots()
+    low, high = _limits(state)
+    edges = np.linspace(*layout.ranges[0], bins + 1)
+    mesh = axes.pcolormesh(edges, [0.0, 1.0], np.ma.masked_invalid(fitness[None, :]),
+                           cmap=CMAP, vmin=low, vmax=high)
+    axes.set_facecolor("#eeeeee")
+    axes.set(xlabel=layout.names[0], yticks=[])
+    figure.colorbar(mesh, ax=axes, label="fitness")
     return figure
 
 

@@ -203,16 +203,18 @@ class Run:
             return seen
         return None
 
-    def funnel(self) -> dict[str, int]:
-        """Validity funnel totals over all iterations: how many candidates reached each stage."""
+    def funnel(self, seeds: bool = False) -> dict[str, int]:
+        """Validity funnel totals: how many children (iterations 1 on) reached each stage;
+        with `seeds`, the same for the seed programs of iteration 0 instead."""
         metrics = self.metrics()
         if not metrics and self._unreadable("the iteration metrics"):
             readable = self.candidates()
             self._note(f"the funnel counts the {len(readable)} readable candidates")
-            return funnel_counts(readable)
+            return funnel_counts([c for c in readable if (c.iteration == 0) == seeds])
         totals: Counter[str] = Counter()
         for row in metrics:
-            totals.update(row.funnel)
+            if (row.iteration == 0) == seeds:
+                totals.update(row.funnel)
         return {stage: int(totals.get(stage, 0)) for stage in FUNNEL}
 
     def message_outcomes(self) -> list[MessageOutcome]:
@@ -231,6 +233,14 @@ class Run:
             counts = dict(Counter(c.status for c in self.candidates()))
             self._note(f"statuses are counted over the {sum(counts.values())} readable candidates")
         return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+    def failed_candidates(self, limit: int) -> list[tuple[int, str, str | None]]:
+        """(id, status, error) of the latest `limit` candidates that failed, in id order."""
+        return self._read("the failed candidates", lambda: self._store.failures(limit)) or []
+
+    def first_candidate_by_status(self) -> dict[str, int]:
+        """Status -> its first candidate's id."""
+        return self._read("the first candidate of each status", self._store.first_candidate_by_status) or {}
 
     # -- candidates ----------------------------------------------------------------
 
@@ -342,6 +352,7 @@ class Run:
             "candidates": sum(statuses.values()),
             "statuses": statuses,
             "funnel": funnel,
+            "seed_funnel": self.funnel(seeds=True),
             "reused_shares": reused_shares(funnel),
             "funnel_by_model_version": self.funnel_by_model_version(),
             "archive_state": state.label,

@@ -162,7 +162,8 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
     statuses.add_column("count", justify="right")
     for status, count in data["statuses"].items():
         statuses.add_row(Text(_printable(str(status))), str(count))
-    console.print(Group(archive, statuses, _funnel_table(data["funnel"])))
+    console.print(Group(archive, statuses, _funnel_table(data["funnel"]),
+                        Text(seed_funnel_text(data["seed_funnel"]))))
     tokens = data.get("tokens") or {}
     if tokens.get("prompt") or tokens.get("completion"):
         console.print(Text(token_text(tokens)))
@@ -172,7 +173,8 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
 
     best = data["best"]
     if best is None:
-        console.print(Text("The archive is empty: no candidate was scored.", style="yellow"))
+        console.print(Text(f"The archive is empty: no candidate was scored "
+                           f"(elm inspect {data['run_dir']} --failures shows why).", style="yellow"))
         return
     console.print(Text(
         f"Best elite: candidate {best['candidate_id']} in niche {_coords(best['coordinates'])}, "
@@ -213,9 +215,7 @@ def print_niche(console: Console, data: dict[str, Any]) -> None:
 def print_lineage(console: Console, data: dict[str, Any]) -> None:
     _print_problems(console, data)
     steps = data["steps"]
-    start = "a seed" if data["complete"] else "the earliest candidate still in the store"
-    console.print(Text(f"Lineage of candidate {data['candidate_id']}: {len(steps)} steps from {start}",
-                       style="bold"))
+    console.print(Text(lineage_title(data["candidate_id"], len(steps) - 1, data["complete"]), style="bold"))
     console.print(Text("fitness: " + " -> ".join(fmt_number(f) for f in data["fitness"])))
     for number, step in enumerate(steps, start=1):
         title = (f"{number}. candidate {step['id']} | iteration {step['iteration']} | "
@@ -228,6 +228,19 @@ def print_lineage(console: Console, data: dict[str, Any]) -> None:
         console.print(Panel(Group(*body), title=Text(_printable(title)), title_align="left"))
     console.print(Text("Final source", style="bold"))
     _print_code(console, data["source"], data["file_name"])
+
+
+def lineage_title(candidate_id: int, mutations: int, complete: bool) -> str:
+    if complete and mutations == 0:
+        return f"Lineage of candidate {candidate_id}: a seed"
+    start = "a seed" if complete else "the earliest candidate still in the store"
+    return f"Lineage of candidate {candidate_id}: {count_text(mutations, 'mutation')} from {start}"
+
+
+def seed_funnel_text(funnel: dict[str, int]) -> str:
+    """The seeds apart from the children's funnel, e.g. "Seeds (iteration 0): 3 evaluated, 2 scored, 2 placed"."""
+    return (f"Seeds (iteration 0, not counted above): {funnel.get('generated', 0)} evaluated, "
+            f"{funnel.get('scored', 0)} scored, {funnel.get('placed', 0)} placed")
 
 
 def print_snapshot(console: Console, data: dict[str, Any]) -> None:
@@ -246,7 +259,7 @@ def print_snapshot(console: Console, data: dict[str, Any]) -> None:
 
 
 def _funnel_table(funnel: dict[str, int]) -> Table:
-    table = Table(title="Validity funnel", title_justify="left")
+    table = Table(title="Validity funnel of the children", title_justify="left")
     for name, justify in (("stage", "left"), ("reached", "right"), ("of generated", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     generated = funnel.get("generated") or 0
@@ -361,6 +374,11 @@ def progress_text(summary: dict[str, Any]) -> str:
     if configured is not None and not summary["finished"]:
         text += " (stopped early or still running)"
     return text
+
+
+def count_text(number: int, noun: str) -> str:
+    """"1 mutation", "2 mutations"."""
+    return f"{number} {noun}" + ("" if number == 1 else "s")
 
 
 def token_text(tokens: dict[str, Any]) -> str:

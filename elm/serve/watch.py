@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from elm.errors import UserError
-from elm.records import STAGES, CandidateRecord, SnapshotRow, Status
+from elm.records import FUNNEL, CandidateRecord, SnapshotRow, Status
 from elm.report.renders import render_candidates
 from elm.report.run import ArchiveLayout
-from elm.report.views import candidate_dict, progress_text
+from elm.report.views import candidate_dict, progress_text, seed_funnel_text
 from elm.store import STORE_FILE, IterationMetrics, RunStore
 
 METRICS_PAGE = 5000
@@ -233,14 +233,16 @@ class RunWatch:
 
     def _totals(self) -> dict[str, Any]:
         statuses: Counter[str] = Counter()
-        funnel: Counter[str] = Counter()
+        funnels: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
         for row in self._metrics:
             statuses.update(row.statuses)
-            funnel.update(row.funnel)
+            funnels[row.iteration == 0].update(row.funnel)  # the children's funnel, the seeds apart
         return {
             "candidates": sum(row.candidates for row in self._metrics),
             "statuses": dict(statuses.most_common()),
-            "funnel": {stage: funnel.get(stage, 0) for stage in STAGES},
+            "funnel": {stage: funnels[False].get(stage, 0) for stage in FUNNEL},
+            "seed_funnel": {stage: funnels[True].get(stage, 0) for stage in FUNNEL},
+            "seed_funnel_text": seed_funnel_text(funnels[True]),
         }
 
     def _state(self, last: int | None, configured: int | None, latest: IterationMetrics | None) -> str:

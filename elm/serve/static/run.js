@@ -42,6 +42,7 @@
     document.getElementById("funnel").replaceChildren(...table(
       Object.entries(live.funnel).map(([stage, count]) => [stage, count, percent(generated ? count / generated : null), bar(generated ? count / generated : 0)]),
       ["stage", "reached", "of generated", ""]).childNodes);
+    document.getElementById("seed-funnel").textContent = live.seed_funnel_text || "";
   }
 
   function bar(share) {
