@@ -144,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     _fix_hash_seed(options.fixed_hash_seed)  # re-executes this file once, at start
     if options.connect:
         _speak_over_socket(options.connect)
+    if options.candidate_user is not None:
+        _split_users(options.runner_uid, *options.candidate_user)
     _quiet_numeric_threads()
     default_arenas = _take_arenas_from_the_c_heap()
     has_numpy = _preload_numpy()
     _protect_runner()
     sys.meta_path.insert(sys.meta_path.index(importlib.machinery.PathFinder), _JOB_MODULES)
-    runner = Runner(Path(options.scratch), options.max_user_processes)
+    candidate_uid = options.candidate_user[0] if options.candidate_user is not None else None
+    runner = Runner(Path(options.scratch), options.max_user_processes, candidate_uid)
     runner.warm_up()
     _restore_arena_allocator(default_arenas)
     gc.freeze()  # keeps the warm heap out of the collector: forked children share it untouched
@@ -174,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
 class Runner:
     """Serves jobs one at a time from a scratch root that it owns and wipes."""
 
-    def __init__(self, scratch: Path, max_user_processes: int | None) -> None:
+    def __init__(self, scratch: Path, max_user_processes: int | None, candidate_uid: int | None = None) -> None:
         self.scratch = str(scratch)
+        self.candidate_uid = candidate_uid  # the spawner's (and so every candidate's) uid, where it differs
         os.makedirs(self.scratch, exist_ok=True)
         self.is_namespace_init = os.getpid() == 1
         self.workdir = os.path.join(self.scratch, "job")  # the same path every time: see warm_up
@@ -189,7 +193,7 @@ class Runner:
             self._static_limits.append((resource.RLIMIT_NPROC, max_user_processes))
 
     def start_spawner(self, fresh: bool = False) -> None:
-        self.spawner = Spawner(self.is_namespace_init, self.scratch, fresh)
+        self.spawner = Spawner(self.is_namespace_init, self.scratch, fresh, self.candidate_uid)
 
     def serve(self, line: bytes) -> dict[str, Any]:
         job_id = token = None
@@ -377,14 +381,17 @@ class Spawner:
     leftovers were cleared and whether it was killed at the limit; and once, at start,
     the spawner's address space size (the base of every candidate's RLIMIT_AS)."""
 
-    def __init__(self, is_namespace_init: bool, scratch: str, fresh: bool) -> None:
+    def __init__(self, is_namespace_init: bool, scratch: str, fresh: bool, candidate_uid: int | None = None) -> None:
         """`fresh`: run this file anew in the spawner instead of serving from a copy of the
         runner. The first spawner is a copy made before any job; a replacement must not be
-        one, since by then the runner's memory holds earlier jobs' requests and answers."""
+        one, since by then the runner's memory holds earlier jobs' requests and answers.
+        `candidate_uid`: the uid the spawner takes for good (see _split_users)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.pid = os.fork()
         if self.pid == 0:
             ours.close()
+            if candidate_uid is not None:
+                _become_candidate_user(candidate_uid)
             if fresh:
                 _exec_fresh_spawner(theirs, is_namespace_init, scratch)  # never returns
             _serve_as_spawner(theirs, is_namespace_init)  # never returns
@@ -631,6 +638,15 @@ def _serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
     except BaseException:
         pass  # the runner is gone (end of stream) or this process is beyond repair
     os._exit(0)
+
+
+def _become_candidate_user(uid: int) -> None:
+    """In the forked spawner: the candidate uid as real, effective and saved uid, so no
+    candidate can take back the runner's (see _split_users)."""
+    try:
+        os.setresuid(uid, uid, uid)
+    except OSError:
+        os._exit(_EXIT_NO_RESULT_CHANNEL)
 
 
 def _exec_fresh_spawner(channel: socket.socket, is_namespace_init: bool, scratch: str) -> None:
@@ -1127,7 +1143,21 @@ def _parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         "--max-user-processes", type=int, default=None,
         help="RLIMIT_NPROC for candidates (local backend; in containers the pids cgroup limits them)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument("--runner-uid", type=int, help="started as root: the runner's own uid (with --candidate-user)")
+    parser.add_argument("--candidate-user", type=_user_and_group, metavar="UID:GID",
+                        help="started as root: the candidates' uid and gid, which the runner also acts as")
+    options = parser.parse_args(argv)
+    if (options.runner_uid is None) != (options.candidate_user is None):
+        parser.error("--runner-uid and --candidate-user go together")
+    return options
+
+
+def _user_and_group(text: str) -> tuple[int, int]:
+    uid, _, gid = text.partition(":")
+    try:
+        return int(uid), int(gid)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not UID:GID: {text!r}") from None
 
 
 def _speak_over_socket(path: str) -> None:
@@ -1138,6 +1168,34 @@ def _speak_over_socket(path: str) -> None:
     os.dup2(connection.fileno(), 0)
     os.dup2(connection.fileno(), 1)
     connection.close()
+
+
+def _split_users(runner_uid: int, candidate_uid: int, gid: int) -> None:
+    """Started as root with CAP_SETUID and CAP_SETGID only: keep `runner_uid` as the real
+    and saved uid and act as `candidate_uid`, giving up every capability.
+
+    Under gVisor (2022) a process may open /proc/<pid>/fd/* of every process of its own uid,
+    dumpable or not; the runner's protocol streams, opened by the container as root with
+    mode 0600, are refused to a candidate of another uid, as Linux refuses them to a
+    candidate of the same uid. A candidate may signal a process whose real or saved uid is
+    its own: neither is the runner's. The runner, acting as the candidates' uid, still
+    signals them and removes their files and IPC objects; the spawner takes that uid for
+    good (_become_candidate_user), and so does every candidate it forks."""
+    try:
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(runner_uid, candidate_uid, runner_uid)
+    except OSError as problem:
+        raise SystemExit(f"sandbox runner: cannot take uid {runner_uid} as {candidate_uid}: {problem}") from None
+    if _capabilities("CapPrm") or _capabilities("CapEff"):
+        raise SystemExit("sandbox runner: still holds capabilities after giving up root")
+
+
+def _capabilities(kind: str) -> int:
+    for line in _read_small_file("/proc/self/status").decode().splitlines():
+        if line.startswith(kind + ":"):
+            return int(line.split()[1], 16)
+    raise SystemExit(f"sandbox runner: /proc/self/status has no {kind}")
 
 
 def _quiet_numeric_threads() -> None:

@@ -68,6 +68,9 @@ if TYPE_CHECKING:
 SANDBOX_LABEL = "org.elm.sandbox"
 OWNER_LABEL = "org.elm.sandbox.owner"
 SANDBOX_USER = "10001:10001"
+RUNNER_UID = 10000  # under runsc: the runner's real and saved uid, which no candidate has
+STARTING_USER = "0:0"  # under runsc the runner starts as root with only these two capabilities
+STARTING_CAPABILITIES = ["SETUID", "SETGID"]  # and gives them up before it reads a request
 SANDBOX_HOSTNAME = "sandbox"
 RUNNER_MEMORY_MB = 128  # the runner's interpreter and numpy, beside the candidate's budget
 DEFAULT_RECONNECT_S = 30.0
@@ -117,17 +120,20 @@ class DockerSandbox(PooledSandbox):
 
 
 def start_container(api: Any, config: SandboxConfig, labels: dict[str, str], streams: dict[str, int],
-                    **options: Any) -> tuple[str, Any]:
+                    runs_the_runner: bool = False, **options: Any) -> tuple[str, Any]:
     """Create a locked-down sandbox container (`options` go to create_container), attach
-    the given streams and start it: its id and the attached socket."""
+    the given streams and start it: its id and the attached socket. `runs_the_runner`:
+    the container's command is the image's runner (which may start as root, see
+    splits_users); any other command runs as the sandbox user."""
+    starts_as_root = runs_the_runner and splits_users(config)
     created = api.create_container(
         config.image,
-        user=SANDBOX_USER,
+        user=STARTING_USER if starts_as_root else SANDBOX_USER,
         network_disabled=True,
         labels=labels,
         hostname=SANDBOX_HOSTNAME,  # not the container's id
         stop_timeout=1,
-        host_config=_locked_down(api, config, options.pop("mounts", None)),
+        host_config=_locked_down(api, config, options.pop("mounts", None), starts_as_root),
         **options,
     )
     container_id = created["Id"]
@@ -136,7 +142,7 @@ def start_container(api: Any, config: SandboxConfig, labels: dict[str, str], str
     return container_id, attached
 
 
-def _locked_down(api: Any, config: SandboxConfig, mounts: list[Any] | None) -> Any:
+def _locked_down(api: Any, config: SandboxConfig, mounts: list[Any] | None, starts_as_root: bool) -> Any:
     """The host config of every sandbox container (see the module docstring)."""
     memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB}m"
     scratch = f"rw,nosuid,nodev,noexec,size={config.scratch_mb}m,uid=10001,gid=10001,mode=0700"
@@ -151,6 +157,7 @@ def _locked_down(api: Any, config: SandboxConfig, mounts: list[Any] | None) -> A
         nano_cpus=int(config.cpus * 1e9),
         pids_limit=host_pids_limit(config),
         cap_drop=["ALL"],
+        cap_add=STARTING_CAPABILITIES if starts_as_root else None,
         security_opt=["no-new-privileges"],
         log_config=LogConfig(type="none"),
         mounts=mounts,
@@ -187,11 +194,21 @@ def host_pids_limit(config: SandboxConfig) -> int:
     return config.pids_limit
 
 
+def splits_users(config: SandboxConfig) -> bool:
+    """Whether the runner and its candidates run under different uids: under runsc, where
+    gVisor (2022) lets a process open /proc/<pid>/fd/* of any process of its own uid, dumpable
+    or not. The runner starts as root, keeps RUNNER_UID as its real and saved uid and acts
+    as the sandbox user; candidates are the sandbox user alone, so the runner's protocol
+    streams (owned by root, mode 0600) and signals are out of their reach."""
+    return config.runtime == "runsc"
+
+
 def runner_arguments(config: SandboxConfig) -> list[str]:
     """Arguments for the runner in the image (after its --scratch)."""
-    if config.runtime == "runsc":
-        return ["--max-user-processes", str(config.pids_limit)]
-    return []
+    arguments = ["--max-user-processes", str(config.pids_limit)] if config.runtime == "runsc" else []
+    if splits_users(config):
+        arguments += ["--runner-uid", str(RUNNER_UID), "--candidate-user", SANDBOX_USER]
+    return arguments
 
 
 def choose_transport(wanted: str, client: Any, runtime: str = "runc") -> str:
@@ -320,7 +337,7 @@ class _ContainerLauncher:
         """Create, attach the given streams, start: the container's id and attached socket."""
         labels = {SANDBOX_LABEL: "runner", OWNER_LABEL: self.owner}
         try:
-            return start_container(self.api, self.config, labels, streams, **options)
+            return start_container(self.api, self.config, labels, streams, runs_the_runner=True, **options)
         except docker.errors.APIError as problem:
             if not self.reachable():
                 raise BackendLost(str(problem)) from None
