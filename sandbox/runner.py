@@ -11,10 +11,13 @@ a unix socket it connects to, with --connect):
       "stdout_truncated", "error", "signal", "exit_code", "retire"}  its answer
 
 The token is a fresh secret per job that the host accepts only back in this job's answer:
-a candidate that can write to the runner's output (gVisor lets it open /proc/1/fd/1)
-cannot forge an answer, because the token exists only in the runner's memory (not
-readable to candidates, see _protect_runner), never in the spawner's nor in a candidate's,
-which are forked from the spawner, nor in any command line, environment or file.
+a candidate that could write to the runner's output could not forge an answer, because
+the token exists only in the runner's memory (not readable to candidates, see
+_protect_runner), never in the spawner's nor in a candidate's, which are forked from the
+spawner, nor in any command line, environment or file. No candidate can open the runner's
+streams in the first place: the runner is not dumpable, and where the kernel ignores that
+for /proc/<pid>/fd (gVisor), the host starts it as root to take a uid of its own
+(--runner-uid, --candidate-user: see _split_users).
 
 Two processes share the work. The runner speaks the protocol, writes the job's files into
 a fresh scratch folder, watches the candidate (its output, its result, the wall-clock

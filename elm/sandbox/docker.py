@@ -28,7 +28,9 @@ and its ptrace stubs are host processes of the container, several per candidate 
 so under runsc the container's pids limit is raised (host_pids_limit) and the runner
 limits candidates to `sandbox.pids_limit` processes itself (RLIMIT_NPROC, which gVisor
 enforces). gVisor mounts a writable tmpfs at /tmp unless told otherwise: under runsc
-/tmp is an empty read-only tmpfs.
+/tmp is an empty read-only tmpfs. gVisor lets a process open /proc/<pid>/fd/* of every
+process of its own uid: under runsc the runner's container starts as root with only
+CAP_SETUID and CAP_SETGID, and the runner takes a uid of its own (splits_users).
 
 Containers are labelled with their owner (host and process), so what a crashed run left
 behind is removed the next time a sandbox opens, and nothing else is ever touched.
