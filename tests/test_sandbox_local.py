@@ -408,3 +408,20 @@ def test_folders_of_a_killed_local_sandbox_are_removed_by_the_next(tmp_path):
     assert folder.is_dir() and folder.parent == Path(tempfile.gettempdir())
     LocalSandbox(SandboxConfig(backend="local", pool_size=1)).close()
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("arguments, refusal", [
+    (["--runner-uid", "10000"], "--runner-uid and --candidate-user go together"),
+    (["--candidate-user", "10001:10001"], "--runner-uid and --candidate-user go together"),
+    (["--runner-uid", "10000", "--candidate-user", "10001"], "not UID:GID: '10001'"),
+])
+def test_the_runners_own_uid_needs_both_options_in_their_form(arguments, refusal):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    finished = subprocess.run([sys.executable, str(REPO / "sandbox" / "runner.py"), *arguments],
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert (finished.returncode, finished.stdout) == (2, "")
+    assert refusal in finished.stderr.splitlines()[-1]
