@@ -158,8 +158,9 @@ RUNSC_STATUSES = {
     # process (runc about 1 MB), so the whole container is killed for memory, the host
     # reports `memory` and replaces it. Under runc the pids limit stops the bomb first.
     # A larger container allowance does not help: gVisor's ptrace platform then adds host
-    # threads without end while the 64 processes spin (about 850 after 3 s, 6000 after
-    # 42 s), until the container's pids limit ends gVisor itself.
+    # threads while the 64 processes spin (each of the host processes behind them had 15 to
+    # 30 after 6 s; about 850 in all after 3 s, 6000 after 42 s), until the container's
+    # pids limit ends gVisor itself (measured with 1.4 GB: `killed` for a 3 s bomb).
     FORK_BOMB: {"memory"},
 }
 RUNSC_TIMEOUTS_S: dict[str, float] = {}
