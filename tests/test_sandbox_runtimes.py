@@ -259,5 +259,14 @@ def test_the_runner_holds_no_capability_and_under_runsc_a_uid_of_its_own(box):
     assert own == {"Uid": ["10001"] * 4, "Gid": ["10001"] * 4, "CapPrm": ["0" * 16], "CapEff": ["0" * 16]}
     # real, effective, saved, filesystem: under runsc the runner acts as the candidates'
     # uid (to signal them and remove their files) but no candidate has its real or saved uid
-    uids = ["10001"] * 4 if box._pool.config.runtime == "runc" else ["10000", "10001", "10000", "10001"]
+    runc = box._pool.config.runtime == "runc"
+    uids = ["10001"] * 4 if runc else ["10000", "10001", "10000", "10001"]
     assert runner == {"Uid": uids, "Gid": ["10001"] * 4, "CapPrm": ["0" * 16], "CapEff": ["0" * 16]}
+    client = docker.from_env()
+    try:
+        attributes = client.api.inspect_container(box.container_ids()[0])
+    finally:
+        client.close()
+    assert attributes["HostConfig"]["CapDrop"] == ["ALL"]
+    assert (attributes["Config"]["User"], attributes["HostConfig"]["CapAdd"]) == (
+        ("10001:10001", None) if runc else ("0:0", ["SETUID", "SETGID"]))
