@@ -4,7 +4,7 @@ A wheel carries them inside packages, so an installed elm needs no source checko
 - `environments/` (the built-in environments) becomes the package `elm_environments`:
   an installed elm adds no generic top-level name. Their absolute `environments.` imports
   are rewritten to the installed name on the way.
-- `sandbox/` (the runner, the Dockerfile and its .dockerignore, build_base.sh) becomes
+- `sandbox/` (the runner's folder, the Dockerfile and its .dockerignore, build_base.sh) becomes
   `elm/sandbox/runtime/`, the build context of `elm sandbox build`.
 An editable install keeps the source layout: elm finds both folders where they are
 (see `elm.environment.builtin_package` and `elm.sandbox.image.sandbox_folder`).
@@ -23,7 +23,8 @@ BUILTINS_SOURCE = "environments"
 BUILTINS_INSTALLED = "elm_environments"
 RUNTIME_SOURCE = Path("sandbox")
 RUNTIME_INSTALLED = Path("elm", "sandbox", "runtime")
-RUNTIME_FILES = ("runner.py", "Dockerfile", ".dockerignore", "build_base.sh", "README.md")
+RUNTIME_FILES = ("Dockerfile", ".dockerignore", "build_base.sh", "README.md")
+RUNNER_FOLDER = "runner"  # its *.py files
 _BUILTIN_IMPORT = re.compile(rf"^(\s*(?:from|import)\s+){BUILTINS_SOURCE}(?=[.\s])", re.MULTILINE)
 
 
@@ -54,6 +55,9 @@ def _copy_runtime(target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in RUNTIME_FILES:
         shutil.copy2(RUNTIME_SOURCE / name, target / name)
+    (target / RUNNER_FOLDER).mkdir(exist_ok=True)
+    for module in (RUNTIME_SOURCE / RUNNER_FOLDER).glob("*.py"):
+        shutil.copy2(module, target / RUNNER_FOLDER / module.name)
 
 
 setup(cmdclass={"build_py": BuildWithRuntimeFiles})

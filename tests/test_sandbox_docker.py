@@ -68,7 +68,7 @@ WRITE_OUTSIDE_SCRATCH = """
     import errno, os
     def main():
         outcomes = {}
-        for path in ("/etc/evil", "/tmp/evil", "/opt/elm/runner.py", "/usr/lib/evil",
+        for path in ("/etc/evil", "/tmp/evil", "/opt/elm/runner/server.py", "/usr/lib/evil",
                      "/dev/shm/evil", "/proc/sys/kernel/evil", "/evil"):
             try:
                 with open(path, "a") as handle:

@@ -1,4 +1,4 @@
-"""The local backend: runner.py in local processes. Same statuses as the Docker backend,
+"""The local backend: the runner in local processes. Same statuses as the Docker backend,
 without the container (no Docker needed)."""
 
 from __future__ import annotations
@@ -114,6 +114,16 @@ def test_harness_and_candidate_files_import_each_other(sandbox):
     assert sandbox.run_many([job])[0].result == 9
 
 
+def test_the_runners_own_modules_hide_no_module_of_a_candidate(sandbox):
+    own = "import server, runner\n\ndef main():\n    return [server.NAME, runner.NAME]\n"
+    files = {"server.py": "NAME = 'my server'\n", "runner.py": "NAME = 'my runner'\n"}
+    uses_theirs = "def main():\n    import startup\n"
+    mine, theirs = sandbox.run_many([Job({"candidate.py": own, **files}, "candidate.py"),
+                                     Job({"candidate.py": uses_theirs}, "candidate.py")])
+    assert mine.result == ["my server", "my runner"], mine.error
+    assert theirs.status == "error" and "No module named 'startup'" in theirs.error
+
+
 def test_a_harness_shared_by_every_job_runs_each_jobs_own_program(sandbox):
     harness = "import program\nCALLS = []\n\ndef main():\n    CALLS.append(1)\n    return [program.solve(3), len(CALLS)]\n"
     programs = ["def solve(n):\n    return n * n\n", "def solve(n):\n    return n + n\n", "def solve(n):\n    return -n\n"]
@@ -169,7 +179,7 @@ def test_exception_reports_the_last_traceback_lines(sandbox):
     outcome = sandbox.run_many([candidate("def main():\n    return {}['missing']\n")])[0]
     assert outcome.status == "error"
     assert "KeyError: 'missing'" in outcome.error
-    assert "candidate.py" in outcome.error and "runner.py" not in outcome.error
+    assert "candidate.py" in outcome.error and "/runner/" not in outcome.error
 
 
 def test_syntax_error_is_an_error(sandbox):
@@ -421,7 +431,7 @@ def test_the_runners_own_uid_needs_both_options_in_their_form(arguments, refusal
 
     from tests.conftest import REPO
 
-    finished = subprocess.run([sys.executable, str(REPO / "sandbox" / "runner.py"), *arguments],
+    finished = subprocess.run([sys.executable, str(REPO / "sandbox" / "runner"), *arguments],
                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert (finished.returncode, finished.stdout) == (2, "")
     assert refusal in finished.stderr.splitlines()[-1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import tracemalloc
 
@@ -22,7 +21,7 @@ from elm.sandbox.protocol import (
     json_elements,
     new_token,
 )
-from tests.conftest import REPO
+from tests.runner_package import runner_module
 
 TOKEN = "0123456789abcdef0123456789abcdef"
 
@@ -76,12 +75,10 @@ def test_every_request_gets_a_fresh_token_that_the_request_carries():
 
 
 def test_the_runner_keeps_the_hosts_protocol_constants():
-    spec = importlib.util.spec_from_file_location("elm_sandbox_runner", REPO / "sandbox" / "runner.py")
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
+    runner = runner_module("protocol")
     for name in ("PROTOCOL", "TOKEN_FIELD", "RESULT_LIMIT_BYTES"):
         assert getattr(runner, name) == getattr(host_protocol, name), name
-    assert set(runner._answer("ok")) >= {"id", host_protocol.TOKEN_FIELD, "status", "retire"}
+    assert set(runner_module("server")._answer("ok")) >= {"id", host_protocol.TOKEN_FIELD, "status", "retire"}
 
 
 @pytest.mark.parametrize(

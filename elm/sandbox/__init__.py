@@ -1,7 +1,7 @@
 """The sandbox interface: run untrusted candidate programs and return their results.
 
 A `Job` is a set of files written into a fresh scratch folder and the name of the entry
-file; the runner (`sandbox/runner.py`, the same server for every backend) calls that
+file; the runner (`sandbox/runner/`, the same server for every backend) calls that
 file's `main()` in a forked child under rlimits and a wall-clock timeout, and answers
 with an `Outcome`. Backends differ only in where the runner lives: a warm pool of Docker
 containers (`docker`, the default) or local processes (`local`, explicit only).
@@ -19,7 +19,7 @@ from elm.records import SANDBOX_STATUSES
 if TYPE_CHECKING:
     from elm.config import SandboxConfig
 
-STATUSES = SANDBOX_STATUSES  # the runner answers one of these (sandbox/runner.py spells them out)
+STATUSES = SANDBOX_STATUSES  # the runner answers one of these (sandbox/runner/server.py spells them out)
 
 
 class SandboxUnavailable(UserError):

@@ -1,6 +1,6 @@
-"""The Docker backend: a warm pool of locked-down containers, each running runner.py.
+"""The Docker backend: a warm pool of locked-down containers, each running the runner.
 
-Every container runs `sandbox/runner.py` as PID 1 with no network, a read-only root, a
+Every container runs `sandbox/runner/` as PID 1 with no network, a read-only root, a
 small tmpfs at /scratch (the only writable place), memory with swap equal to memory, a
 CPU quota, a pids limit, every capability dropped, no-new-privileges, a non-root user,
 an IPC namespace and a cgroup namespace of its own and a neutral hostname.

@@ -1,7 +1,7 @@
 """The sandbox image: where its recipe lives, whether an image is current, how to build it.
 
 The recipe is the `sandbox/` folder of a source checkout, shipped in a wheel as
-`elm/sandbox/runtime/` (Dockerfile + runner.py, see setup.py). Its base is either a Python
+`elm/sandbox/runtime/` (Dockerfile + the runner/ folder, see setup.py). Its base is either a Python
 image from a registry (`--base`) or, by default, a Debian bookworm root built offline by
 `sandbox/build_base.sh` (debootstrap + `docker import`) and cached as a local image: it
 is rebuilt only when asked. The built image carries labels with the digest of the recipe
@@ -33,7 +33,7 @@ DEFAULT_BASE_IMAGE = "elm-sandbox-base:bookworm"
 RECIPE_LABEL = "org.elm.sandbox.recipe"
 RUNNER_LABEL = "org.elm.sandbox.runner"
 BASE_LABEL = "org.elm.sandbox.base"
-RECIPE_FILES = ("Dockerfile", ".dockerignore", "runner.py")
+RECIPE_FILES = ("Dockerfile", ".dockerignore")  # and the runner's files
 
 
 def sandbox_folder() -> Path:
@@ -42,7 +42,7 @@ def sandbox_folder() -> Path:
     here = Path(__file__).resolve().parent
     layouts = (here / "runtime", here.parents[1] / "sandbox")
     for folder in layouts:
-        if (folder / "runner.py").is_file():
+        if (folder / "runner" / "__main__.py").is_file():
             return folder
     raise SandboxUnavailable(
         f"the sandbox runner is missing (looked in {layouts[0]} and {layouts[1]}): reinstall elm"
@@ -50,21 +50,26 @@ def sandbox_folder() -> Path:
 
 
 def runner_path() -> Path:
-    return sandbox_folder() / "runner.py"
+    """The runner's folder, run as a program (`python3 -I FOLDER`)."""
+    return sandbox_folder() / "runner"
+
+
+def runner_files() -> list[Path]:
+    return sorted(runner_path().glob("*.py"))
 
 
 def runner_digest() -> str:
-    return _digest([runner_path().read_bytes()])
+    return _digest([part for path in runner_files() for part in (path.name.encode(), path.read_bytes())])
 
 
 def recipe_digest(base_image_id: str) -> str:
     folder = sandbox_folder()
     parts = [(folder / name).read_bytes() for name in RECIPE_FILES if (folder / name).exists()]
-    return _digest([*parts, base_image_id.encode()])
+    return _digest([*parts, runner_digest().encode(), base_image_id.encode()])
 
 
 def check_image(client: Any, image: str) -> None:
-    """SandboxUnavailable unless `image` exists and runs the host's runner.py."""
+    """SandboxUnavailable unless `image` exists and runs the host's runner."""
     import docker
 
     try:
@@ -82,7 +87,7 @@ def check_image(client: Any, image: str) -> None:
         return  # elm installed without its sandbox/ folder: nothing to compare the image with
     if built_from != host_runner:
         raise SandboxUnavailable(
-            f"sandbox image {image} holds an older sandbox/runner.py: refresh it with `elm sandbox build`"
+            f"sandbox image {image} holds an older sandbox/runner: refresh it with `elm sandbox build`"
         )
 
 

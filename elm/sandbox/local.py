@@ -1,4 +1,4 @@
-"""The local backend: a warm pool of runner.py processes on this machine.
+"""The local backend: a warm pool of runner processes (`sandbox/runner/`) on this machine.
 
 For machines without Docker, and only when the configuration says `sandbox.backend: local`.
 The runner is the same file the containers run, so jobs get the same rlimits, timeouts,

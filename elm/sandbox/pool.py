@@ -1,6 +1,6 @@
 """A pool of warm runners that serves jobs concurrently, whatever the backend.
 
-Each slot of the pool holds one started runner (`sandbox/runner.py` in a container or in
+Each slot of the pool holds one started runner (`sandbox/runner/` in a container or in
 a local process) behind a `RunnerChannel`. `run_many` hands jobs to the slots from one
 queue and puts outcomes back in job order. What goes wrong around a candidate is settled
 here, the same way for every backend:

@@ -1,4 +1,4 @@
-"""The line protocol between the host and `sandbox/runner.py`, shared by every backend.
+"""The line protocol between the host and `sandbox/runner/`, shared by every backend.
 
 The host sends one JSON job per line and reads one JSON answer per line. Answers come
 from a process that lives next to hostile code, so they are decoded defensively: anything
@@ -11,7 +11,7 @@ so a candidate that reaches the runner's output stream (gVisor lets it open /pro
 cannot forge an answer. A line that is not this job's answer with this job's token is a
 `violation`: the job gets that status and its runner is replaced, never reused.
 
-`sandbox/runner.py` keeps its own copies of PROTOCOL, RESULT_LIMIT_BYTES and the token's
+`sandbox/runner/protocol.py` keeps its own copies of PROTOCOL, RESULT_LIMIT_BYTES and the token's
 field name (it is standard library only); tests/test_sandbox_protocol.py checks they agree.
 """
 
