@@ -32,6 +32,9 @@ class HashSandbox:
             outcomes.append(Outcome("ok", 0.001, [x, y]))
         return outcomes
 
+    def take_events(self):
+        return []
+
     def close(self):
         pass
 
