@@ -15,8 +15,8 @@ import pytest
 from elm.config import SandboxConfig
 from elm.sandbox import pool as pool_module
 from elm.sandbox.docker import DockerSandbox
-from tests.test_sandbox_docker import ATTACK_THE_RUNNER, FORK_BOMB, HOSTILE, WRITE_OUTSIDE_SCRATCH
 from tests.conftest import runners_replaced
+from tests.test_sandbox_docker import ATTACK_THE_RUNNER, FORK_BOMB, HOSTILE, WRITE_OUTSIDE_SCRATCH
 from tests.test_sandbox_local import ORDINARY, candidate
 
 pytestmark = pytest.mark.docker
