@@ -27,7 +27,6 @@ import dataclasses
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -126,14 +125,6 @@ def split_requests(requests: Sequence[MutationRequest], loads: Sequence[int]) ->
     return parts
 
 
-@dataclass
-class _Part:
-    """Some requests of a batch, as a share of the workers' pool."""
-
-    requests: list[MutationRequest]
-    share: Share
-
-
 class RayDiffMutator:
     """Mutates programs with diff models held by Ray actors; see the module docstring."""
 
@@ -164,21 +155,21 @@ class RayDiffMutator:
 
     # -- the Mutator protocol -------------------------------------------------------------
 
-    def submit(self, requests: Sequence[MutationRequest]) -> list[_Part]:
+    def submit(self, requests: Sequence[MutationRequest]) -> list[Share]:
+        """One share of the pool per worker given requests (a part of the batch)."""
         self._pool.check_health()
         targets = self._pool.targets()
         parts = []
-        for index, part_requests in zip(targets, split_requests(requests, self._pool.loads(targets))):
-            if part_requests:
-                share = Share(call=partial(_propose, part_requests), size=len(part_requests))
-                parts.append(_Part(part_requests, self._pool.send(share, index)))
+        for index, part in zip(targets, split_requests(requests, self._pool.loads(targets))):
+            if part:
+                parts.append(self._pool.send(Share(call=partial(_propose, part), size=len(part)), index))
         return parts
 
-    def collect(self, ticket: list[_Part]) -> list[Child]:
+    def collect(self, ticket: list[Share]) -> list[Child]:
         started = time.perf_counter()
-        results = self._pool.gather([part.share for part in ticket])
-        children = [child for part, (part_children, stats) in zip(ticket, results)
-                    for child in _annotated(part_children, stats, self._pool.name(part.share.member), part.share)]
+        results = self._pool.gather(ticket)
+        children = [child for share, (part_children, stats) in zip(ticket, results)
+                    for child in _annotated(part_children, stats, self._pool.name(share.member), share)]
         waited = time.perf_counter() - started
         for child in children:
             child.timings["collect_wait_s"] = waited
