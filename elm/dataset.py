@@ -13,6 +13,12 @@ Selections: `all` every child that has a program; `ok` those that ran and were s
 `improved` scored children that beat their parent's fitness or opened a new niche;
 `placed` those that entered the archive. A stable hash of the prompt puts a `holdout`
 share of prompts in the held-out split (`split: "heldout"`).
+
+Messages: `written` puts in the prompt the commit message the child carries (a model's
+child carries the message it was prompted with; a GP child, a description of its edits);
+`drawn` puts the message the loop drew for the child from the run's own messages, so
+that GP diffs teach a model the prompts a diff run of the same setup will send it.
+Children recorded without a drawn message are then left out and counted.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from typing import Any
 
 from elm.errors import UserError
 from elm.mutation.diff import DiffError, apply_diff, extract_diff, unified_diff
+from elm.mutation.messages import DRAWN_MESSAGE
 from elm.mutation.prompt import diff_prompt
 from elm.mutation.scratch_model import END_OF_TEXT
 from elm.records import CandidateRecord, PlacementOutcome, Stage, Status
 from elm.store import RunStore
 
 SELECTIONS = ("placed", "improved", "ok", "all")
+MESSAGES = ("written", "drawn")
 TRAIN, HELDOUT = "train", "heldout"
 
 
@@ -57,6 +65,7 @@ class ExportSummary:
     heldout: int = 0
     duplicates: int = 0
     not_round_tripping: int = 0
+    without_drawn_message: int = 0
     per_run: dict[str, int] = field(default_factory=dict)
 
 
@@ -80,9 +89,10 @@ def select(record: CandidateRecord, parent: CandidateRecord, selection: str) -> 
 
 
 def run_examples(run_dir: str | Path, selection: str = "placed", operators: Sequence[str] | None = None,
-                 holdout: float = 0.05, summary: ExportSummary | None = None) -> Iterator[DiffExample]:
+                 holdout: float = 0.05, summary: ExportSummary | None = None,
+                 messages: str = "written") -> Iterator[DiffExample]:
     """The examples of one run, in candidate order (duplicates included)."""
-    _check_options(selection, holdout)
+    _check_options(selection, holdout, messages)
     summary = summary if summary is not None else ExportSummary()
     store = RunStore.open(run_dir, readonly=True)
     try:
@@ -101,21 +111,25 @@ def run_examples(run_dir: str | Path, selection: str = "placed", operators: Sequ
         if not _round_trips(parent.source, completion, record.source):
             summary.not_round_tripping += 1
             continue
-        prompt = diff_prompt(record.file_name, parent.source, record.commit_message or "")
+        message = record.commit_message if messages == "written" else record.extras.get(DRAWN_MESSAGE)
+        if message is None and messages == "drawn":
+            summary.without_drawn_message += 1
+            continue
+        prompt = diff_prompt(record.file_name, parent.source, message or "")
         yield DiffExample(prompt, completion, str(run_dir), record.id, parent.id, record.operator,
                           _gain(record, parent), record.placement == PlacementOutcome.NEW, split_of(prompt, holdout))
 
 
 def collect_examples(run_dirs: Iterable[str | Path], selection: str = "placed",
                      operators: Sequence[str] | None = None, holdout: float = 0.05,
-                     ) -> tuple[list[DiffExample], ExportSummary]:
+                     messages: str = "written") -> tuple[list[DiffExample], ExportSummary]:
     """The examples of several runs, each (prompt, completion) pair once."""
     summary = ExportSummary()
     seen: set[tuple[str, str]] = set()
     examples: list[DiffExample] = []
     for run_dir in run_dirs:
         before = len(examples)
-        for example in run_examples(run_dir, selection, operators, holdout, summary):
+        for example in run_examples(run_dir, selection, operators, holdout, summary, messages):
             key = (example.prompt, example.completion)
             if key in seen:
                 summary.duplicates += 1
@@ -187,7 +201,9 @@ def _gain(record: CandidateRecord, parent: CandidateRecord) -> float | None:
     return record.fitness - parent.fitness
 
 
-def _check_options(selection: str, holdout: float) -> None:
+def _check_options(selection: str, holdout: float, messages: str = "written") -> None:
+    if messages not in MESSAGES:
+        raise UserError(f"--messages must be one of {', '.join(MESSAGES)}; got {messages!r}")
     if selection not in SELECTIONS:
         raise UserError(f"--select must be one of {', '.join(SELECTIONS)}; got {selection!r}")
     if not 0.0 <= holdout < 1.0:

@@ -64,6 +64,7 @@ class FinetuneOptions:
     device: str = "auto"
     resume: bool = False
     select: str = "ok"
+    messages: str = "written"
     holdout: float = 0.05
     max_tokens: int = 1024
     checkpoint_every: int = 100
@@ -166,7 +167,7 @@ def _load_examples(options: FinetuneOptions) -> list[DiffExample]:
     for source in options.inputs:
         path = Path(source)
         if path.is_dir():
-            found, _ = collect_examples([path], options.select, holdout=options.holdout)
+            found, _ = collect_examples([path], options.select, holdout=options.holdout, messages=options.messages)
         elif path.is_file():
             found = read_examples(path)
         else:

@@ -64,6 +64,24 @@ def test_selections_nest_and_operators_filter(gp_run):
     assert collect_examples([gp_run], "all", operators=["diff"])[1].examples == 0
 
 
+def test_drawn_messages_put_the_runs_own_messages_in_the_prompts(gp_run):
+    from tests.toy_environment import Toy
+
+    written, _ = collect_examples([gp_run], "all")
+    drawn, summary = collect_examples([gp_run], "all", messages="drawn")
+    store = RunStore.open(gp_run)
+    records = {record.id: record for record in store.candidates()}
+    store.close()
+    run_messages = {message.text for message in Toy.commit_messages}
+    assert drawn and summary.without_drawn_message == 0
+    for example in drawn:
+        child, parent = records[example.candidate_id], records[example.parent_id]
+        assert child.extras["drawn_message"] in run_messages
+        assert example.prompt == diff_prompt(child.file_name, parent.source, child.extras["drawn_message"])
+    assert {e.completion for e in drawn} == {e.completion for e in written}  # the same diffs
+    assert not any(message in e.prompt for e in written for message in run_messages)  # GP describes its edits
+
+
 def test_the_same_run_twice_writes_each_pair_once(gp_run):
     once, _ = collect_examples([gp_run], "ok")
     twice, summary = collect_examples([gp_run, gp_run], "ok")

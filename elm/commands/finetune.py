@@ -41,6 +41,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--select", default="ok", choices=("placed", "improved", "ok", "all"),
                       help="which children of a run folder are examples (default ok: ran and scored)")
+    data.add_argument("--messages", choices=("written", "drawn"), default="written",
+                      help="commit messages in a run folder's prompts: written, the one each child carries "
+                           "(default); drawn, the one the run drew for it (train on GP diffs for the "
+                           "prompts a diff run of the same setup sends)")
     data.add_argument("--holdout", type=float, default=0.05, help="held-out share of a run folder's prompts")
     data.add_argument("--max-tokens", type=int, default=1024,
                       help="longest example and packed sequence, in tokens (default 1024)")
@@ -68,7 +72,7 @@ def _finetune(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         batch_size=args.batch_size or (_SCRATCH_BATCH if args.from_scratch else _DEFAULT_BATCH),
         lr=args.lr, device=args.device, resume=args.resume,
-        select=args.select, holdout=args.holdout, max_tokens=args.max_tokens,
+        select=args.select, messages=args.messages, holdout=args.holdout, max_tokens=args.max_tokens,
         checkpoint_every=args.checkpoint_every, seed=args.seed, lora_rank=args.lora_rank,
         vocab_size=args.vocab_size,
         sizes=CodeGenSizes(args.layers, args.hidden, args.heads, args.rotary_dim, args.context),

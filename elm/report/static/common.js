@@ -114,7 +114,34 @@ const elm = (function () {
     return body;
   }
 
+  // Marks `niche` as the one chosen on the map drawn in `mapBox`.
+  function markNiche(mapBox, niche) {
+    for (const node of mapBox.querySelectorAll(".niche.selected")) node.classList.remove("selected");
+    const shape = mapBox.querySelector(`[data-niche="${niche}"]`);
+    if (shape) shape.classList.add("selected");
+  }
+
+  function showEmptyNiche(detail) {
+    detail.replaceChildren(el("h3", { id: "detail-title" }, "Empty niche"),
+      el("p", { class: "hint" }, "No candidate has been placed here."));
+  }
+
+  // One handler for every click that chooses something: a niche on the map, a row of the
+  // top elites (data-select names its niche) or a link to a candidate.
+  function onChoose(selectNiche, showCandidate) {
+    document.addEventListener("click", (event) => {
+      const target = event.target instanceof Element ? event.target : null;
+      const niche = target && target.closest("[data-niche]");
+      const select = target && target.closest("[data-select]");
+      const candidate = target && target.closest("[data-candidate]");
+      if (niche) selectNiche(Number(niche.getAttribute("data-niche")));
+      else if (select) selectNiche(Number(select.getAttribute("data-select")));
+      else if (candidate) showCandidate(Number(candidate.getAttribute("data-candidate")));
+    });
+  }
+
   return {
     el, svgEl, fmt, percent, coords, table, highlighted, diffBlock, product, ravel, binRange, axesCaption, getJson,
+    markNiche, showEmptyNiche, onChoose,
   };
 })();

@@ -155,27 +155,13 @@
   }
 
   function selectNiche(niche) {
-    for (const node of mapBox.querySelectorAll(".niche.selected")) node.classList.remove("selected");
-    const shape = mapBox.querySelector(`[data-niche="${niche}"]`);
-    if (shape) shape.classList.add("selected");
+    elm.markNiche(mapBox, niche);
     const elite = elitesByNiche.get(niche);
-    if (elite) {
-      showCandidate(elite.candidate_id);
-      return;
-    }
-    detail.replaceChildren(el("h3", { id: "detail-title" }, "Empty niche"),
-      el("p", { class: "hint" }, "No candidate has been placed here."));
+    if (elite) showCandidate(elite.candidate_id);
+    else elm.showEmptyNiche(detail);
   }
 
-  document.addEventListener("click", (event) => {
-    const target = event.target instanceof Element ? event.target : null;
-    const niche = target && target.closest("[data-niche]");
-    const select = target && target.closest("[data-select]");
-    const candidate = target && target.closest("[data-candidate]");
-    if (niche) selectNiche(Number(niche.getAttribute("data-niche")));
-    else if (select) selectNiche(Number(select.getAttribute("data-select")));
-    else if (candidate) showCandidate(candidate.getAttribute("data-candidate"));
-  });
+  elm.onChoose(selectNiche, showCandidate);
 
   if (data.layout) {
     if (data.layout.kind === "grid") drawGrid(data.layout);
