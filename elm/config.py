@@ -146,7 +146,8 @@ class WorkersConfig:
     num_gpus: float = key(0.0, at_least=0, about="GPUs reserved per actor (0.5: two copies per GPU; 0: CPU)")
     num_cpus: float = key(1.0, above=0, about="CPUs reserved per actor (on CPU also torch's threads)")
     max_restarts: int = key(3, at_least=0, about="times Ray restarts an actor that died")
-    max_batch_retries: int = key(3, at_least=0, about="times a batch lost with its actor is sent again")
+    max_batch_retries: int = key(3, at_least=0, about="times a share of a batch lost with its actor "
+                                 "(diff worker or node evaluator) is sent again")
     in_flight: int = key(2, above=0, about="batches generating at once; 1 is the sequential loop")
     distributed_evaluation: bool = key(False, about="evaluate candidates on every node of the Ray cluster")
 

@@ -34,9 +34,8 @@ class Evaluator:
                    timeout_s=self.settings.timeout_s, memory_mb=self.settings.memory_mb)
 
     def take_events(self) -> list[tuple[str, dict[str, Any]]]:
-        """The sandbox's events since the last call (only the distributed sandbox has any)."""
-        take = getattr(self.sandbox, "take_events", None)
-        return take() if take is not None else []
+        """The sandbox's events since the last call."""
+        return self.sandbox.take_events()
 
     def evaluate(self, children: Sequence[Child], ids: Sequence[int], iteration: int) -> list[CandidateRecord]:
         """Records for `children` (ids given by the loop), in the same order."""

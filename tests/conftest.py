@@ -20,6 +20,25 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def runners_replaced(sandbox) -> int:
+    """How many runners the sandbox replaced since its events were last taken, from its
+    `runners_replaced` event (taking its events)."""
+    return sum(detail["count"] for kind, detail in sandbox.take_events() if kind == "runners_replaced")
+
+
+def containers_of(sandbox) -> list[str]:
+    """Ids of a Docker sandbox's containers, found by its owner label as any Docker client finds them."""
+    import docker
+
+    from elm.sandbox.docker import OWNER_LABEL
+
+    client = docker.from_env()
+    try:
+        return [c.id for c in client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={sandbox.owner}"})]
+    finally:
+        client.close()
+
+
 def run_elm(*args: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
     """Run the `elm` CLI in a child process, as a user would."""
     result = subprocess.run(

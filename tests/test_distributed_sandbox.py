@@ -1,5 +1,6 @@
 """Evaluation over a Ray cluster: one evaluator per node with its own (local) sandbox pool,
-on a single-node local Ray; outcomes in job order, a killed evaluator's share retried."""
+on a single-node local Ray; outcomes in job order, a killed evaluator's share retried once
+it is back, and the retry and the restart recorded as events."""
 
 from __future__ import annotations
 
@@ -39,6 +40,11 @@ def _job(body: str) -> Job:
     return Job({"task.py": f"def main():\n{body}\n"}, "task.py", timeout_s=10)
 
 
+def _evaluators(ray) -> list:
+    """The live node evaluators, found by their names as any Ray client finds them."""
+    return [ray.get_actor(name) for name in ray.util.list_named_actors() if "-node-evaluator-" in name]
+
+
 def _dies_within(ray, actor, seconds: float) -> bool:
     """True once a call to `actor` fails because it is dead. ray.kill is asynchronous: a
     call sent just after it may still reach the living actor and be answered."""
@@ -71,13 +77,16 @@ def test_one_evaluator_per_node_returns_outcomes_in_job_order(local_ray):
     ray, scratch = local_ray
     sandbox = DistributedSandbox(_config())
     try:
-        assert sandbox.nodes == [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+        nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+        actors = _evaluators(ray)
+        assert len(actors) == len(nodes)
         assert list(scratch.glob("elm-sandbox-*")), "the evaluator opens its pool on its node"
-        actors = [evaluator.actor for evaluator in sandbox._evaluators]
         jobs = [_job(f"    return {index}") for index in range(5)] + [_job("    raise ValueError('no')")]
         outcomes = sandbox.run_many(jobs)
+        events = sandbox.take_events()
     finally:
         sandbox.close()
+    assert events == [("evaluations_by_node", {nodes[0]: 6})]
     assert [o.status for o in outcomes] == ["ok"] * 5 + ["error"]
     assert [o.result for o in outcomes[:5]] == [0, 1, 2, 3, 4]
     assert "ValueError" in outcomes[5].error
@@ -89,16 +98,22 @@ def test_a_share_lost_with_its_evaluator_is_run_again(local_ray):
     ray, _ = local_ray
     sandbox = DistributedSandbox(_config())
     try:
-        evaluator = sandbox._evaluators[0].actor
+        (evaluator,) = _evaluators(ray)
         # The kill comes 0.5 s in; the sleep leaves it seconds to land (ray.kill is asynchronous).
         killer = threading.Timer(0.5, lambda: ray.kill(evaluator, no_restart=False))
         killer.start()
         outcomes = sandbox.run_many([_job("    import time\n    time.sleep(4)\n    return 'slept'")] * 2)
         killer.join()
+        events = sandbox.take_events()
     finally:
         sandbox.close()
     assert [(o.status, o.result) for o in outcomes] == [("ok", "slept")] * 2
-    assert sandbox.retries == 1
+    # The only evaluator: its share waits for Ray to restart it, then runs there again.
+    assert Counter(kind for kind, _ in events) == {"evaluator_restart": 1, "evaluation_retry": 1,
+                                                   "evaluations_by_node": 1}, events
+    retry = next(detail for kind, detail in events if kind == "evaluation_retry")
+    assert retry["evaluator"] == retry["retry_on"] == "node-evaluator-0"
+    assert retry["jobs"] == 2 and retry["attempt"] == 2
 
 
 def test_the_loop_runs_with_distributed_evaluation(local_ray, tmp_path):

@@ -32,6 +32,9 @@ class HashSandbox:
             outcomes.append(Outcome("ok", 0.001, [x, y]))
         return outcomes
 
+    def take_events(self):
+        return []
+
     def close(self):
         pass
 
@@ -120,6 +123,30 @@ def test_children_of_one_parent_share_its_commit_message(tmp_path):
         assert len({(r.parent_id, r.commit_message) for r in group}) == 1
     assert len({r.seed for r in requests}) == 8
     store.close()
+
+
+class ReplacingSandbox(HashSandbox):
+    """Like HashSandbox, and says it replaced one runner in every call that ran jobs."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def run_many(self, jobs):
+        self.calls += 1
+        return super().run_many(jobs)
+
+    def take_events(self):
+        calls, self.calls = self.calls, 0
+        return [("runners_replaced", {"count": calls})] if calls else []
+
+
+def test_the_sandbox_events_of_each_iteration_are_committed_with_it(tmp_path):
+    loop, store = _loop(tmp_path, iterations=2)
+    loop.evaluator = Evaluator(loop.environment, ReplacingSandbox(), loop.config.sandbox)
+    loop.run()
+    events = [(e["iteration"], e["kind"], e["detail"]) for e in store.events()]
+    store.close()
+    assert events == [(iteration, "runners_replaced", {"count": 1}) for iteration in (0, 1, 2)]
 
 
 # -- scoring faults and seeds that are all invalid -----------------------------------------

@@ -77,6 +77,9 @@ class _Replay:
         assert len(jobs) == len(self.outcomes)
         return self.outcomes
 
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        return []
+
     def close(self) -> None:
         pass
 

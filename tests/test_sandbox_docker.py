@@ -36,7 +36,7 @@ from elm.sandbox.docker import (
     _SocketChannel,
     choose_transport,
 )
-from tests.conftest import REPO, cli_env
+from tests.conftest import REPO, cli_env, containers_of, runners_replaced
 from tests.test_sandbox_local import (
     COUNT_OTHER_PROCESSES,
     HUGE_OUTPUT,
@@ -271,9 +271,9 @@ def test_filling_the_scratch_space_is_an_error_and_it_is_wiped(sandbox):
 
 
 def test_a_candidate_that_locks_its_folder_cannot_leave_files_behind(sandbox):
-    replacements = sandbox.replacements
+    sandbox.take_events()
     assert_locked_folders_are_wiped(sandbox)
-    assert sandbox.replacements == replacements  # wiped by the runner, no container lost
+    assert runners_replaced(sandbox) == 0  # wiped by the runner, no container lost
 
 
 def test_folders_nested_too_deep_to_remove_recursively_cost_one_container(sandbox):
@@ -322,7 +322,7 @@ def test_candidate_runs_unprivileged_and_cannot_touch_the_runner(sandbox):
     assert identity["no_new_privs"] == "1"
     # The candidate's parent is the spawner, a child of the runner (PID 1).
     assert identity["parent"] != 1 and identity["grandparent"] == 1 and identity["cwd"].startswith("/scratch/")
-    replacements = sandbox.replacements
+    sandbox.take_events()
     attack = run_one(sandbox, ATTACK_THE_RUNNER)
     # kill(-1) reaches the spawner (the runner, PID 1, is immune): the runner lets the
     # candidate return, then starts a new spawner in the same container.
@@ -330,7 +330,7 @@ def test_candidate_runs_unprivileged_and_cannot_touch_the_runner(sandbox):
     assert all(attack.result[path] == "PermissionError" for path in ("/proc/1/environ", "/proc/1/mem", "/proc/1/fd/0"))
     assert attack.result["everyone"] == "sent"
     assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 4)] == ["ok"] * 4
-    assert sandbox.replacements == replacements
+    assert runners_replaced(sandbox) == 0
 
 
 def test_the_protocol_socket_takes_no_connection_from_a_candidate(sandbox):
@@ -342,7 +342,7 @@ def test_the_attach_transport_serves_hostile_candidates_too():
     config = SandboxConfig(backend="docker", pool_size=1, timeout_s=2.0, output_limit_bytes=4096, transport="attach")
     client = docker.from_env()
     with DockerSandbox(config) as box:
-        (container_id,) = box.container_ids()
+        (container_id,) = containers_of(box)
         assert "--connect" not in client.api.inspect_container(container_id)["Args"]
         jobs = [candidate(ORDINARY), candidate(HUGE_OUTPUT), candidate(SIGKILL_SELF), candidate(INFINITE_LOOP, 1.0)]
         outcomes = box.run_many(jobs)
@@ -350,7 +350,7 @@ def test_the_attach_transport_serves_hostile_candidates_too():
         assert outcomes[0].result == {"fitness": 1.5, "descriptor": [0.25, 0.75]}
         assert "output truncated: 52428800 bytes written" in outcomes[1].stdout
         client.api.kill(container_id)
-        assert run_one(box, ORDINARY).status == "ok" and box.container_ids() != [container_id]
+        assert run_one(box, ORDINARY).status == "ok" and containers_of(box) != [container_id]
     client.close()
 
 
@@ -402,7 +402,7 @@ def test_the_spawners_warm_heap_is_one_region_backed_by_huge_pages():
     client = docker.from_env()
     try:
         box.warm_up()
-        (container_id,) = box.container_ids()
+        (container_id,) = containers_of(box)
         runner = client.api.inspect_container(container_id)["State"]["Pid"]
         (spawner,) = Path(f"/proc/{runner}/task/{runner}/children").read_text().split()
         regions = private_memory_kb(spawner)
@@ -456,7 +456,7 @@ def private_memory_kb(pid: str) -> dict[str, int]:
 def test_containers_are_locked_down(sandbox):
     client = docker.from_env()
     try:
-        for container_id in sandbox.container_ids():
+        for container_id in containers_of(sandbox):
             attributes = client.api.inspect_container(container_id)
             host = attributes["HostConfig"]
             assert host["NetworkMode"] == "none"
@@ -479,8 +479,8 @@ def test_containers_are_locked_down(sandbox):
 def test_a_container_killed_from_outside_is_replaced_and_its_job_retried(sandbox):
     client = docker.from_env()
     try:
-        sandbox.run_many([candidate(ORDINARY)] * 2)  # both slots started: ids in slot order
-        victim = sandbox.container_ids()[0]
+        sandbox.run_many([candidate(ORDINARY)] * 2)  # both slots started
+        victim = containers_of(sandbox)[0]
         # The kill comes 0.5 s in; the sleep leaves a busy daemon seconds to deliver it.
         sleeper = candidate("import time\ndef main():\n    time.sleep(4)\n    return 'slept'\n", timeout_s=10)
         killer = threading.Timer(0.5, lambda: client.api.kill(victim))
@@ -488,8 +488,8 @@ def test_a_container_killed_from_outside_is_replaced_and_its_job_retried(sandbox
         outcomes = sandbox.run_many([sleeper, sleeper])
         killer.join()
         assert [o.status for o in outcomes] == ["ok", "ok"]
-        assert victim not in sandbox.container_ids()
-        client.api.kill(sandbox.container_ids()[0])  # an idle one dies too: noticed before use
+        assert victim not in containers_of(sandbox)
+        client.api.kill(containers_of(sandbox)[0])  # an idle one dies too: noticed before use
         assert [o.status for o in sandbox.run_many([candidate(ORDINARY)] * 4)] == ["ok"] * 4
     finally:
         client.close()
@@ -501,21 +501,23 @@ def test_a_wedged_container_is_replaced_and_its_job_reported(sandbox, monkeypatc
     try:
         # The pause comes 0.2 s in; the sleep leaves a busy daemon 2 s more to deliver it.
         sleeper = candidate("import time\ndef main():\n    time.sleep(2.2)\n    return 1\n", timeout_s=2.5)
-        sandbox.run_many([candidate(ORDINARY)] * 2)  # both slots started: ids in slot order
+        sandbox.run_many([candidate(ORDINARY)] * 2)  # both slots started
         frozen: list[str] = []
 
-        def freeze() -> None:  # stops every process of the container: the runner cannot answer
-            frozen.append(sandbox.container_ids()[0])
-            client.api.pause(frozen[0])
+        def freeze() -> None:  # stops every process of the containers: the busy runner cannot answer
+            frozen.extend(containers_of(sandbox))
+            for container_id in frozen:
+                client.api.pause(container_id)
 
         timer = threading.Timer(0.2, freeze)
         timer.start()
         outcome = sandbox.run_many([sleeper])[0]
         timer.join()
         assert outcome.status == "timeout" and "gave no answer" in outcome.error
-        assert frozen[0] not in sandbox.container_ids()
+        replaced = [container_id for container_id in frozen if container_id not in containers_of(sandbox)]
+        assert len(replaced) == 1, "the wedged runner's container, and only it, is replaced"
         with pytest.raises(docker.errors.NotFound):
-            client.api.inspect_container(frozen[0])  # removed, though paused
+            client.api.inspect_container(replaced[0])  # removed, though paused
         assert run_one(sandbox, ORDINARY).status == "ok"
     finally:
         for container_id in frozen:
@@ -538,12 +540,12 @@ def test_after_every_hostile_candidate_the_pool_serves_at_its_normal_rate(sandbo
     assert [o.status for o in outcomes[len(HOSTILE):]] == ["ok"] * 4
 
     sandbox.warm_up()  # runners retired by the hostile batch are restarted before measuring
-    containers = sandbox.container_ids()
-    replacements = sandbox.replacements
+    containers = sorted(containers_of(sandbox))
+    sandbox.take_events()
     results: list = []
     after_seconds = timed(lambda: results.extend(sandbox.run_many(ordinary)))
     assert [o.status for o in results] == ["ok"] * len(ordinary)
-    assert sandbox.replacements == replacements and sandbox.container_ids() == containers
+    assert runners_replaced(sandbox) == 0 and sorted(containers_of(sandbox)) == containers
     # The same runners serve, none replaced, and the rate is that of before within a wide
     # margin (a ratio within one test, tolerant of a busy shared machine).
     assert after_seconds < 5 * before_seconds + 0.5, (before_seconds, after_seconds)
@@ -552,7 +554,7 @@ def test_after_every_hostile_candidate_the_pool_serves_at_its_normal_rate(sandbo
 def test_close_removes_every_container_of_the_sandbox():
     box = DockerSandbox(SandboxConfig(backend="docker", pool_size=2))
     owner = box.owner
-    assert len(box.container_ids()) == 2
+    assert len(containers_of(box)) == 2
     box.close()
     client = docker.from_env()
     try:

@@ -22,7 +22,7 @@ from elm.experiment import open_environment
 from elm.mutation import Child
 from elm.sandbox import Job, Outcome, SandboxUnavailable
 from elm.sandbox.docker import SANDBOX_HOSTNAME, DockerSandbox
-from tests.conftest import run_elm
+from tests.conftest import containers_of, run_elm, runners_replaced
 from tests.test_sandbox_local import ORDINARY, candidate
 from tests.test_sandbox_runtimes import HOSTILE_HERE, RUNTIMES
 from tests.test_sandbox_runtimes import expected as expected_under
@@ -207,9 +207,9 @@ def seen(outcome: Outcome) -> tuple[str, object]:
 
 def after(box: DockerSandbox, *attack: Job, harmless: Job) -> tuple[list[Outcome], Outcome]:
     """Run the attacking jobs, then the harmless one, through the one container."""
-    replacements = box.replacements
+    box.take_events()
     *attacked, last = box.run_many([*attack, harmless])
-    assert box.replacements == replacements, "the container was replaced: not the same warm container"
+    assert runners_replaced(box) == 0, "the container was replaced: not the same warm container"
     return attacked, last
 
 
@@ -282,7 +282,7 @@ def test_a_result_of_millions_of_values_is_bad_output(box):
 
 def test_the_container_shows_neither_its_id_nor_the_hosts_process(box):
     (shown,), harmless = after(box, candidate(WHAT_THE_CONTAINER_SHOWS), harmless=candidate(ORDINARY))
-    (container_id,) = box.container_ids()
+    (container_id,) = containers_of(box)
     shown = shown.result
     assert shown["hostname"] == SANDBOX_HOSTNAME and container_id not in shown["cgroup"]
     # Docker's own bind mounts of /etc/hostname (and /etc/hosts, /etc/resolv.conf where it
@@ -305,10 +305,10 @@ def test_after_every_hostile_candidate_the_next_job_sees_a_fresh_container(runti
     with DockerSandbox(config) as box:
         for source, timeout_s, statuses in HOSTILE_HERE:
             timeout_s, statuses = expected_under(runtime, source, timeout_s, statuses)
-            replacements = box.replacements
+            box.take_events()
             hostile, after_it = box.run_many([candidate(source, timeout_s=timeout_s, memory_mb=128), probe])
             assert hostile.status in statuses, (source, hostile.status, hostile.error)
-            assert seen(after_it) == expected, (source, box.replacements - replacements)
+            assert seen(after_it) == expected, (source, runners_replaced(box))
 
 
 SET_ORDER_WALKER = """

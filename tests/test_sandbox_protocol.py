@@ -21,6 +21,7 @@ from elm.sandbox.protocol import (
     json_elements,
     new_token,
 )
+from tests.conftest import runners_replaced
 from tests.runner_package import runner_module
 
 TOKEN = "0123456789abcdef0123456789abcdef"
@@ -227,4 +228,4 @@ def test_the_pool_never_reuses_a_runner_whose_output_held_a_forged_answer():
     forged, *after = pool.run_many(jobs)
     assert (forged.status, forged.result) == ("violation", None) and "sandbox violation" in forged.error
     assert [(outcome.status, outcome.result) for outcome in after] == [("ok", 2), ("ok", 3)]
-    assert [runner.closed for runner in launcher.launched] == [True, False] and pool.replacements == 1
+    assert [runner.closed for runner in launcher.launched] == [True, False] and runners_replaced(pool) == 1

@@ -17,6 +17,7 @@ import pytest
 from elm.config import SandboxConfig
 from elm.sandbox import pool as pool_module
 from elm.sandbox.docker import DockerSandbox
+from tests.conftest import containers_of, runners_replaced
 from tests.test_sandbox_docker import FORK_BOMB, HOSTILE, WRITE_OUTSIDE_SCRATCH
 from tests.test_sandbox_local import ORDINARY, candidate
 
@@ -210,14 +211,14 @@ def test_a_hostile_candidate_gets_its_status_and_the_pool_serves_on(box, index):
 
 
 def test_a_forged_answer_is_never_accepted(box):
-    replacements = box.replacements
+    box.take_events()
     forged, after = box.run_many([candidate(FORGE_AN_ANSWER), candidate(ORDINARY)])
     assert after.status == "ok" and after.result == ORDINARY_RESULT
     assert forged.status == "ok", (forged.status, forged.error)
     assert forged.result == {"/dev/stdout": "written", "/proc/1/fd/1": "PermissionError",
                              "/proc/1/fd/2": "PermissionError"}
     assert forged.stdout.count('"result_json": "666"') >= 1  # its own output, captured
-    assert box.replacements == replacements
+    assert runners_replaced(box) == 0
 
 
 def test_no_request_can_be_written_into_the_runners_input(box):
@@ -264,7 +265,7 @@ def test_the_runner_holds_no_capability_and_under_runsc_a_uid_of_its_own(box):
     assert runner == {"Uid": uids, "Gid": ["10001"] * 4, "CapPrm": ["0" * 16], "CapEff": ["0" * 16]}
     client = docker.from_env()
     try:
-        attributes = client.api.inspect_container(box.container_ids()[0])
+        attributes = client.api.inspect_container(containers_of(box)[0])
     finally:
         client.close()
     assert attributes["HostConfig"]["CapDrop"] == ["ALL"]

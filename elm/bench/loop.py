@@ -87,6 +87,9 @@ class _NullSandbox:
         return [Outcome("ok", 0.0, {"fitness": float(f), "descriptor": [float(x), float(y)]})
                 for f, x, y in values]
 
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        return []
+
     def close(self) -> None:
         pass
 

@@ -37,7 +37,7 @@ from elm.environment import CommitMessage, DescriptorSpace, Dimension, Environme
 from elm.errors import UserError
 from elm.evaluator import Evaluator
 from elm.loop import EvolutionLoop
-from elm.mutation import MutationRequest, Mutator
+from elm.mutation import MutationRequest, Mutator, MutatorWrapper
 from elm.records import Child, Stage
 from elm.sandbox import Sandbox, open_sandbox
 from elm.store import RunStore
@@ -103,22 +103,12 @@ class _TimedEnvironment(Environment):
         return Score.of(-((x - 3.0) ** 2) - (y + 3.0) ** 2, (x, y))
 
 
-class _ParentWhenUnapplied:
+class _ParentWhenUnapplied(MutatorWrapper):
     """Wraps the Ray mutator: a child whose diff did not apply carries its parent's program."""
 
-    name = "diff"
-
     def __init__(self, mutator: Mutator) -> None:
-        self.mutator = mutator
+        super().__init__(mutator)
         self._serial = itertools.count()
-
-    @property
-    def max_in_flight(self) -> int | None:
-        return self.mutator.max_in_flight
-
-    @property
-    def workers(self) -> int:
-        return self.mutator.workers
 
     def submit(self, requests: Sequence[MutationRequest]) -> Any:
         return self.mutator.submit(requests), {r.parent_id: r.source for r in requests}
@@ -133,11 +123,8 @@ class _ParentWhenUnapplied:
                 child.extras["bench_source"] = "parent"
         return children
 
-    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
-        return self.mutator.take_events()
-
     def close(self) -> None:
-        pass
+        pass  # the wrapped mutator serves both loops and is closed once, after them
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from elm.config import ElmConfig
     from elm.environment import Environment
 
-__all__ = ["Child", "InProcessMutator", "MutationRequest", "Mutator", "make_mutator"]
+__all__ = ["Child", "InProcessMutator", "MutationRequest", "Mutator", "MutatorWrapper", "make_mutator"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,35 @@ class InProcessMutator:
 
     def close(self) -> None:
         pass
+
+
+class MutatorWrapper:
+    """Base of mutators that add to another one: everything goes to the wrapped `mutator`
+    unless a subclass says otherwise."""
+
+    def __init__(self, mutator: Mutator) -> None:
+        self.mutator = mutator
+        self.name = mutator.name
+
+    @property
+    def max_in_flight(self) -> int | None:
+        return self.mutator.max_in_flight
+
+    @property
+    def workers(self) -> int:
+        return self.mutator.workers
+
+    def submit(self, requests: Sequence[MutationRequest]) -> Any:
+        return self.mutator.submit(requests)
+
+    def collect(self, ticket: Any) -> list[Child]:
+        return self.mutator.collect(ticket)
+
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.mutator.take_events()
+
+    def close(self) -> None:
+        self.mutator.close()
 
 
 def make_mutator(config: ElmConfig, environment: Environment) -> Mutator:

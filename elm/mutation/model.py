@@ -142,7 +142,7 @@ class DiffModel:
         seed: int,
     ) -> list[list[str]]:
         """`n` continuations for each prompt, decoded; each sample seeded from `seed`."""
-        seeds = [[derive_seed(seed, prompt, sample) for sample in range(n)] for prompt in range(len(prompts))]
+        seeds = [[_derive_seed(seed, prompt, sample) for sample in range(n)] for prompt in range(len(prompts))]
         return self.sample_with_seeds(
             prompts, seeds, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
         )
@@ -214,7 +214,7 @@ class DiffModel:
         return self.tokenizer
 
 
-def derive_seed(seed: int, *keys: int) -> int:
+def _derive_seed(seed: int, *keys: int) -> int:
     """A well-mixed 63-bit seed for one sample, from a run seed and the sample's indices."""
     return int(np.random.SeedSequence([seed, *keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 

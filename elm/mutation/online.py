@@ -29,7 +29,7 @@ from typing import Any
 
 from elm.config import ConfigError, ElmConfig
 from elm.finetune import RESULT_FILE
-from elm.mutation import Child, MutationRequest, Mutator
+from elm.mutation import Mutator, MutatorWrapper
 from elm.mutation.workers import RayDiffMutator
 from elm.store import IterationMetrics
 
@@ -47,15 +47,15 @@ def latest_model(events: Sequence[dict[str, Any]]) -> tuple[str, int] | None:
     return (updates[-1]["model"], int(updates[-1]["version"])) if updates else None
 
 
-class OnlineFinetuning:
+class OnlineFinetuning(MutatorWrapper):
     """A Mutator: the wrapped diff mutator plus the fine-tuning schedule (see module doc)."""
 
-    name = "diff"
+    mutator: RayDiffMutator
 
     def __init__(self, mutator: Mutator, config: ElmConfig, run_dir: Path, events: Sequence[dict[str, Any]]) -> None:
         if not isinstance(mutator, RayDiffMutator):
             raise ConfigError("mutation.finetune_every needs the Ray diff workers, which can swap weights")
-        self.mutator = mutator
+        super().__init__(mutator)
         self.settings = config.mutation
         self.device = "cuda" if config.workers.num_gpus > 0 else "cpu"
         self.run_dir = Path(run_dir)
@@ -69,21 +69,7 @@ class OnlineFinetuning:
             self.model, self.version = latest
             self.mutator.load_model(self.model, self.version)
 
-    @property
-    def max_in_flight(self) -> int | None:
-        return self.mutator.max_in_flight
-
-    @property
-    def workers(self) -> int:
-        return self.mutator.workers
-
     # -- the Mutator protocol -----------------------------------------------------------------
-
-    def submit(self, requests: Sequence[MutationRequest]) -> Any:
-        return self.mutator.submit(requests)
-
-    def collect(self, ticket: Any) -> list[Child]:
-        return self.mutator.collect(ticket)
 
     def take_events(self) -> list[Event]:
         self._check_training()

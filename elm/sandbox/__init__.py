@@ -58,6 +58,11 @@ class Sandbox(Protocol):
         """Run jobs concurrently over the pool; outcomes in the order of `jobs`."""
         ...
 
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """What happened since the last call, for the run store (runners replaced, and for
+        the distributed sandbox evaluators lost or retried); empty when nothing did."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -6,29 +6,36 @@
 warm Docker pool (or local runners). `run_many` splits the jobs into one contiguous share
 per node and puts the outcomes back in job order.
 
-A share lost with its evaluator (the node or the actor died) goes to another evaluator,
-up to `workers.max_batch_retries` times; `retries` counts them. Selected by
-`workers.distributed_evaluation: true`; the default runs the sandbox in this process, no
-Ray needed.
+The evaluators are an `ActorPool` (`elm/actor_pool.py`), with the diff workers' policy: a
+share lost with its evaluator (the node or the actor died) goes to another evaluator, up to
+`workers.max_batch_retries` times (`evaluation_retry` events); Ray restarts a dead one up
+to `workers.max_restarts` times (`evaluator_restart`); one gone for good, or whose node
+left the cluster, is an `evaluator_lost`. Selected by `workers.distributed_evaluation:
+true`; the default runs the sandbox in this process, no Ray needed.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from elm.cluster import error_reason, join_cluster, leave_cluster
+from elm.actor_pool import ActorPool, EventKinds, Member, Share
+from elm.cluster import join_cluster, leave_cluster
 from elm.sandbox import Job, Outcome, SandboxUnavailable, open_sandbox
 
 if TYPE_CHECKING:
     from elm.config import ElmConfig, SandboxConfig
 
+Event = tuple[str, dict[str, Any]]
+EVALUATOR_NAME = "node-evaluator-{index}"
+EVALUATOR_EVENTS = EventKinds(retry="evaluation_retry", lost="evaluator_lost", restart="evaluator_restart",
+                              unit="jobs")
 # Closing a pool removes its containers; give it this long before the actor is killed.
 _CLOSE_TIMEOUT_S = 60.0
 _START_TIMEOUT_S = 300.0
-_RESTART_POLL_S = 0.2
 
 
 class NodeEvaluator:
@@ -46,12 +53,13 @@ class NodeEvaluator:
         import ray
 
         context = ray.get_runtime_context()
-        return {"node": context.get_node_id(), "error": self.error}
+        return {"node": context.get_node_id(), "pid": os.getpid(), "error": self.error}
 
-    def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
+    def run_many(self, jobs: Sequence[Job]) -> tuple[list[Outcome], list[Event]]:
+        """The outcomes of `jobs`, and the events of the node's sandbox since the last call."""
         if self.sandbox is None:
             raise SandboxUnavailable(self.error or "the node's sandbox is not open")
-        return self.sandbox.run_many(jobs)
+        return self.sandbox.run_many(jobs), self.sandbox.take_events()
 
     def close(self) -> None:
         if self.sandbox is not None:
@@ -59,32 +67,14 @@ class NodeEvaluator:
             self.sandbox = None
 
 
-@dataclass
-class _Evaluator:
-    node: str
-    address: str
-    actor: Any
-    lost: bool = False
-
-
-@dataclass
-class _Share:
-    start: int
-    jobs: list[Job]
-    evaluator: int = -1
-    ref: Any = None
-    attempts: int = 0
-
-
 class DistributedSandbox:
     """`Sandbox` over one evaluator actor per alive Ray node."""
 
     def __init__(self, config: ElmConfig) -> None:
-        self.max_retries = config.workers.max_batch_retries
-        self.retries = 0
-        self._evaluators: list[_Evaluator] = []
-        self._events: list[tuple[str, dict[str, Any]]] = []
         self._closed = False
+        self._nodes: list[str] = []  # the node of each evaluator, in pool order
+        self._events: list[Event] = []
+        self._pool: ActorPool | None = None
         join_cluster(config)
         try:
             self._start(config)
@@ -92,152 +82,88 @@ class DistributedSandbox:
             self.close()
             raise
 
-    @property
-    def nodes(self) -> list[str]:
-        """Node ids, one per evaluator."""
-        return [evaluator.node for evaluator in self._evaluators]
-
     def run_many(self, jobs: Sequence[Job]) -> list[Outcome]:
-        import ray
-        from ray.exceptions import ObjectLostError, RayActorError
-
         self._forget_dead_nodes()
-        shares = self._shares(list(jobs))
-        outcomes: list[Outcome] = [None] * len(jobs)  # type: ignore[list-item]
-        for share in shares:
-            while True:
-                try:
-                    results = ray.get(share.ref)
-                    break
-                except (RayActorError, ObjectLostError) as error:
-                    self._retry(share, error)
-            outcomes[share.start:share.start + len(share.jobs)] = results
+        jobs = list(jobs)
+        shares = self._shares(jobs)
+        outcomes: list[Outcome] = []
+        for share, (share_outcomes, node_events) in zip(shares, self._live_pool().gather(shares)):
+            outcomes += share_outcomes
+            self._events += [(kind, {**detail, "node": self._nodes[share.member]}) for kind, detail in node_events]
         if shares:
-            by_node = Counter(self._evaluators[share.evaluator].node for share in shares
-                              for _ in share.jobs)
+            by_node = Counter(self._nodes[share.member] for share in shares for _ in range(share.size))
             self._events.append(("evaluations_by_node", dict(by_node)))
         return outcomes
 
-    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+    def take_events(self) -> list[Event]:
         """What happened since the last call, for the run store: each `run_many`'s jobs per
-        node (`evaluations_by_node`) and each evaluator lost (`evaluator_lost`)."""
+        node (`evaluations_by_node`), the nodes' own sandbox events (with the node), and
+        the pool's retries, restarts and losses."""
+        self._forget_dead_nodes()
         events, self._events = self._events, []
-        return events
+        return self._live_pool().take_events() + events
 
     def close(self) -> None:
-        import ray
-
         if self._closed:
             return
         self._closed = True
-        if ray.is_initialized() and self._evaluators:
-            closing = [e.actor.close.remote() for e in self._evaluators if not e.lost]
-            if closing:
-                ray.wait(closing, num_returns=len(closing), timeout=_CLOSE_TIMEOUT_S)
-            for evaluator in self._evaluators:
-                ray.kill(evaluator.actor, no_restart=True)
-        self._evaluators = []
+        if self._pool is not None:
+            self._pool.close(closing=lambda actor: actor.close.remote(), timeout_s=_CLOSE_TIMEOUT_S)
         leave_cluster()
+
+    def _live_pool(self) -> ActorPool:
+        if self._pool is None or self._closed:
+            raise SandboxUnavailable("the distributed sandbox is closed")
+        return self._pool
 
     def _start(self, config: ElmConfig) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        remote = ray.remote(NodeEvaluator)
-        for node in [node for node in ray.nodes() if node["Alive"]]:
-            actor = remote.options(
-                num_cpus=0,  # it waits on its pool; the model workers keep the CPU reservations
-                max_restarts=config.workers.max_restarts,
-                max_task_retries=0,
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False),
-            ).remote(config.sandbox)
-            self._evaluators.append(_Evaluator(node["NodeID"], node.get("NodeManagerAddress", "?"), actor))
-        if not self._evaluators:
+        nodes = [node for node in ray.nodes() if node["Alive"]]
+        if not nodes:
             raise SandboxUnavailable("the Ray cluster has no alive node to evaluate on")
-        self._check_started()
-
-    def _check_started(self) -> None:
-        import ray
-        from ray.exceptions import GetTimeoutError, RayActorError
-
-        try:
-            infos = ray.get([e.actor.describe.remote() for e in self._evaluators], timeout=_START_TIMEOUT_S)
-        except GetTimeoutError:
-            raise SandboxUnavailable(f"the node evaluators did not start within {_START_TIMEOUT_S:.0f} s") from None
-        except RayActorError as error:
-            raise SandboxUnavailable(f"a node evaluator failed to start: {error_reason(error)}") from None
-        for evaluator, info in zip(self._evaluators, infos):
+        members = []
+        for index, node in enumerate(nodes):
+            name = EVALUATOR_NAME.format(index=index)
+            address = node.get("NodeManagerAddress", "?")
+            strategy = NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+            members.append(Member(name, (config.sandbox,), options={"scheduling_strategy": strategy},
+                                  tags={"evaluator": name, "node": node["NodeID"], "address": address}))
+        self._nodes = [node["NodeID"] for node in nodes]
+        pool = ActorPool(NodeEvaluator, members, role="node evaluator", error=SandboxUnavailable,
+                         kinds=EVALUATOR_EVENTS, max_restarts=config.workers.max_restarts,
+                         max_retries=config.workers.max_batch_retries, start_timeout_s=_START_TIMEOUT_S)
+        self._pool = pool
+        # num_cpus=0: it waits on its pool; the model workers keep the CPU reservations.
+        for member, info in zip(members, pool.start({"num_cpus": 0})):
             if info["error"]:
-                raise SandboxUnavailable(f"node {evaluator.address}: {info['error']}")
+                raise SandboxUnavailable(f"node {member.tags['address']}: {info['error']}")
 
     def _forget_dead_nodes(self) -> None:
-        """Mark the evaluators of nodes the cluster reports dead as lost, so no share is
-        sent to them (an evaluator that dies on a live node is found when its share fails)."""
+        """Give up on the evaluators of nodes the cluster reports dead, so no share is sent
+        to them (an evaluator that dies on a live node is found when its share fails)."""
         import ray
 
+        pool = self._live_pool()
         alive = {node["NodeID"] for node in ray.nodes() if node["Alive"]}
-        for evaluator in self._evaluators:
-            if not evaluator.lost and evaluator.node not in alive:
-                evaluator.lost = True
-                self._events.append(("evaluator_lost", {"node": evaluator.node, "address": evaluator.address,
-                                                        "reason": "the node left the cluster"}))
+        for index, node in enumerate(self._nodes):
+            if node not in alive:
+                pool.lose(index, "the node left the cluster")
 
-    def _shares(self, jobs: list[Job]) -> list[_Share]:
-        """Contiguous shares of near-equal size, one per live evaluator, each started."""
-        live = self._live()
-        count = min(len(live), len(jobs))
+    def _shares(self, jobs: list[Job]) -> list[Share]:
+        """Contiguous shares of near-equal size, one per evaluator to use, each sent."""
+        pool = self._live_pool()
+        targets = pool.targets()
+        count = min(len(targets), len(jobs))
         shares, start = [], 0
         for position in range(count):
             size = len(jobs) // count + (position < len(jobs) % count)
-            share = _Share(start, jobs[start:start + size])
-            self._launch(share, live[position])
-            shares.append(share)
+            share = Share(call=partial(_run_many, jobs[start:start + size]), size=size)
+            shares.append(pool.send(share, targets[position]))
             start += size
         return shares
 
-    def _launch(self, share: _Share, index: int) -> None:
-        share.evaluator = index
-        share.attempts += 1
-        share.ref = self._evaluators[index].actor.run_many.remote(share.jobs)
 
-    def _retry(self, share: _Share, error: Exception) -> None:
-        failed = self._evaluators[share.evaluator]
-        if not failed.lost and not _comes_back(failed.actor):
-            failed.lost = True
-            self._events.append(("evaluator_lost", {"node": failed.node, "address": failed.address,
-                                                    "reason": error_reason(error)}))
-        if share.attempts > self.max_retries:
-            raise SandboxUnavailable(
-                f"{len(share.jobs)} evaluations failed on {share.attempts} attempts "
-                f"(workers.max_batch_retries={self.max_retries}); last: {error_reason(error)}"
-            )
-        live = self._live()
-        others = [index for index in live if index != share.evaluator] or live
-        self.retries += 1
-        self._launch(share, others[self.retries % len(others)])
-
-    def _live(self) -> list[int]:
-        live = [index for index, evaluator in enumerate(self._evaluators) if not evaluator.lost]
-        if not live:
-            raise SandboxUnavailable("every node evaluator is gone; the run can be continued with elm resume")
-        return live
-
-
-def _comes_back(actor: Any) -> bool:
-    """Whether an evaluator that failed a share answers again (Ray restarted it)."""
-    import time
-
-    import ray
-    from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError
-
-    deadline = time.monotonic() + _START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            info = ray.get(actor.describe.remote(), timeout=max(deadline - time.monotonic(), 0.0))
-        except ActorUnavailableError:  # between death and restart
-            time.sleep(_RESTART_POLL_S)
-            continue
-        except (RayActorError, GetTimeoutError):
-            return False
-        return info["error"] is None
-    return False
+def _run_many(jobs: list[Job], actor: Any) -> Any:
+    return actor.run_many.remote(jobs)

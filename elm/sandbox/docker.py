@@ -116,10 +116,6 @@ class DockerSandbox(PooledSandbox):
         self._pool = RunnerPool(self._launcher, config, reconnect_s)
         self._pool.warm_up()
 
-    def container_ids(self) -> list[str]:
-        """Ids of the pool's started containers, in slot order."""
-        return [channel.container_id for channel in self._pool.channels()]  # type: ignore[attr-defined]
-
 
 def start_container(api: Any, config: SandboxConfig, labels: dict[str, str], streams: dict[str, int],
                     runs_the_runner: bool = False, **options: Any) -> tuple[str, Any]:

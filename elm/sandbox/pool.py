@@ -16,18 +16,21 @@ here, the same way for every backend:
 - the backend itself is lost (the Docker daemon is gone): the pool waits up to
   `reconnect_s` for it, then starts fresh runners and carries on, or raises
   `SandboxUnavailable` so the caller can stop cleanly.
+
+Every replaced runner is counted by its cause; `take_events` hands the counts to the run
+store as one `runners_replaced` event per iteration that replaced any (`count`, `causes`:
+count per cause, `last`: the last one's reason).
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from elm.records import Status
 from elm.sandbox import Job, Outcome, SandboxUnavailable
@@ -48,8 +51,7 @@ ANSWER_GRACE_S = 10.0  # beyond the job's timeout: the runner's own cleanup and 
 SEND_TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 2
 RECONNECT_POLL_S = 0.5
-
-_log = logging.getLogger(__name__)
+RUNNERS_REPLACED = "runners_replaced"
 
 
 class RunnerLost(Exception):
@@ -126,7 +128,9 @@ class RunnerPool:
         self._epoch = 0  # bumped whenever the backend came back: older runners are gone
         self._backend_lock = threading.Lock()
         self._answer_limit = max_answer_bytes(config)
-        self.replacements = 0
+        self._replaced: Counter[str] = Counter()  # since the last take_events, by cause
+        self._last_replaced = ""
+        self._replaced_lock = threading.Lock()
 
     def warm_up(self) -> None:
         """Start every slot's runner (in parallel); SandboxUnavailable if one cannot start."""
@@ -155,9 +159,15 @@ class RunnerPool:
             raise run.failure
         return run.outcomes  # type: ignore[return-value]
 
-    def channels(self) -> list[RunnerChannel]:
-        """The started runners, in slot order."""
-        return [slot.channel for slot in self._slots if slot.channel is not None]
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """The runners replaced since the last call, as one `runners_replaced` event (none
+        if no runner was replaced)."""
+        with self._replaced_lock:
+            replaced, self._replaced = self._replaced, Counter()
+            last = self._last_replaced
+        if not replaced:
+            return []
+        return [(RUNNERS_REPLACED, {"count": replaced.total(), "causes": dict(replaced), "last": last})]
 
     def close(self) -> None:
         for slot in self._slots:
@@ -179,7 +189,7 @@ class RunnerPool:
         try:
             return self._attempt(slot, run.jobs[index])
         except BackendLost as problem:
-            self._replace(slot, f"backend lost: {problem}")
+            self._replace(slot, "backend_lost", str(problem))
             self._await_backend(run)
             run.put_back(index, attempts)  # the backend's fault, not the candidate's
         except _LostRunner as lost:
@@ -199,17 +209,17 @@ class RunnerPool:
             channel.send(request, SEND_TIMEOUT_S)
             line = channel.receive_line(job.timeout_s + ANSWER_GRACE_S, self._answer_limit)
         except RunnerWedged:
-            self._replace(slot, "no answer in time")
+            self._replace(slot, "no_answer", "no answer in time")
             waited = time.monotonic() - started
             error = f"the sandbox runner gave no answer within {waited:.1f} s and was replaced"
             return Outcome("timeout", waited, error=error)
         except ProtocolError as problem:  # longer than any answer: not the runner's
-            self._replace(slot, f"out of protocol: {problem}")
+            self._replace(slot, "out_of_protocol", str(problem))
             return violation(f"{problem} on the runner's output", time.monotonic() - started).outcome
         except RunnerLost:
             seconds = time.monotonic() - started
             death = channel.death()
-            self._replace(slot, f"died: {death.description}")
+            self._replace(slot, "died", death.description)
             if death.out_of_memory:
                 error = f"the sandbox ran out of memory and its runner was killed ({death.description}); replaced"
                 return Outcome("memory", seconds, error=error)
@@ -218,24 +228,24 @@ class RunnerPool:
         if answer.outcome.status == Status.VIOLATION:
             answer.outcome.seconds = round(time.monotonic() - started, 6)
         if answer.retire:
-            self._replace(slot, f"retired after a {answer.outcome.status} answer: {answer.outcome.error[:200]}")
+            self._replace(slot, "retired", f"a {answer.outcome.status} answer: {answer.outcome.error}")
         return answer.outcome
 
     def _ready_channel(self, slot: _Slot) -> RunnerChannel:
         if slot.channel is not None and (slot.epoch != self._epoch or not slot.channel.alive()):
-            self._replace(slot, "gone while idle")
+            self._replace(slot, "gone_while_idle", "gone while idle")
         if slot.channel is None:
             return self._launch(slot)
         return slot.channel
 
-    def _replace(self, slot: _Slot, reason: str) -> None:
-        _log.info("replacing sandbox runner %d: %s", slot.index, reason)
+    def _replace(self, slot: _Slot, cause: str, reason: str) -> None:
         slot.discard()
-        self.replacements += 1
+        with self._replaced_lock:
+            self._replaced[cause] += 1
+            self._last_replaced = f"runner {slot.index}, {cause}: {reason}"[:300]
 
     def _launch(self, slot: _Slot) -> RunnerChannel:
         epoch = self._epoch
-        _log.debug("starting sandbox runner %d", slot.index)
         slot.channel = self._launcher.launch()
         slot.epoch = epoch
         return slot.channel
@@ -328,12 +338,11 @@ class PooledSandbox:
         """Start now the runners that replaced ones would otherwise start on first use."""
         self._pool.warm_up()
 
+    def take_events(self) -> list[tuple[str, dict[str, Any]]]:
+        return self._pool.take_events()
+
     def close(self) -> None:
         self._pool.close()
-
-    @property
-    def replacements(self) -> int:
-        return self._pool.replacements
 
     def __enter__(self) -> PooledSandbox:
         return self
