@@ -16,7 +16,8 @@ The diff workers (`elm/mutation/workers.py`) and the node evaluators
   it is gone for good (a `lost` event), and it never gets work again.
 - Nothing blocks for long: results and answers are polled in slices of `POLL_S` with the
   members' health read between, and a share that waits for a member to come back gives up
-  after `start_timeout_s`.
+  after `start_timeout_s`. A member that holds a share longer than `share_timeout_s` is
+  stuck: it is killed (Ray restarts it if it may) and the share is lost with it.
 
 `EventKinds` names the events, so each user keeps the words the store already holds.
 """
@@ -69,6 +70,8 @@ class Share:
     ref: Any = None
     attempts: int = 0
     parked_at: float | None = None  # waiting for a healthy member since then
+    started_at: float = 0.0
+    overdue: bool = False  # its member was killed for holding it too long
     last_error: BaseException | None = None
 
 
@@ -87,7 +90,7 @@ class ActorPool:
 
     def __init__(self, actor_class: type, members: Sequence[Member], *, role: str, error: type[Exception],
                  kinds: EventKinds, max_restarts: int, max_retries: int, start_timeout_s: float,
-                 unusable: tuple[type[BaseException], ...] = (),
+                 share_timeout_s: float | None = None, unusable: tuple[type[BaseException], ...] = (),
                  on_restart: Callable[[int], None] | None = None) -> None:
         self.role = role  # "diff worker": how messages name a member
         self._actor_class = actor_class
@@ -97,6 +100,7 @@ class ActorPool:
         self._max_restarts = max_restarts
         self._max_retries = max_retries
         self._start_timeout_s = start_timeout_s
+        self._share_timeout_s = share_timeout_s
         self._unusable = unusable
         self._on_restart = on_restart
         self._events: list[Event] = []
@@ -182,6 +186,7 @@ class ActorPool:
                 time.sleep(POLL_S / 10)
                 continue
             ready, _ = ray.wait([share.ref for share in running], num_returns=1, timeout=POLL_S)
+            self._stop_overdue([share for share in running if share.ref not in ready])
             for share in [share for share in running if share.ref in ready]:
                 done, result = self._result(share)
                 if done:
@@ -255,6 +260,7 @@ class ActorPool:
         state = self._states[index]
         share.member, share.parked_at = index, None
         share.attempts += 1
+        share.started_at, share.overdue = time.monotonic(), False
         share.ref = share.call(state.actor)
         state.outstanding += share.size
 
@@ -268,8 +274,24 @@ class ActorPool:
         try:
             return True, ray.get(share.ref)
         except (RayActorError, ObjectLostError, *self._unusable) as error:
-            self._retry(share, error)
+            if share.overdue:
+                self._retry(share, TimeoutError(f"no answer within workers.share_timeout_s={self._share_timeout_s} s"))
+            else:
+                self._retry(share, error)
             return False, None
+
+    def _stop_overdue(self, running: Sequence[Share]) -> None:
+        """Kill the members that have held a share past `share_timeout_s` (a stuck call
+        never returns by itself); their shares then fail and go to other members."""
+        import ray
+
+        if self._share_timeout_s is None:
+            return
+        now = time.monotonic()
+        for share in running:
+            if not share.overdue and now - share.started_at > self._share_timeout_s:
+                share.overdue = True
+                ray.kill(self._states[share.member].actor, no_restart=False)
 
     def _retry(self, share: Share, error: BaseException) -> None:
         self._suspect(share.member)

@@ -148,6 +148,8 @@ class WorkersConfig:
     max_restarts: int = key(3, at_least=0, about="times Ray restarts an actor that died")
     max_batch_retries: int = key(3, at_least=0, about="times a share of a batch lost with its actor "
                                  "(diff worker or node evaluator) is sent again")
+    share_timeout_s: float = key(3600.0, above=0, about="longest a diff worker or node evaluator may hold one "
+                                 "share of a batch; then it is restarted and the share sent again, in seconds")
     in_flight: int = key(2, above=0, about="batches generating at once; 1 is the sequential loop")
     distributed_evaluation: bool = key(False, about="evaluate candidates on every node of the Ray cluster")
 

@@ -34,6 +34,11 @@ class Echo:
         time.sleep(seconds)
         return self.name, value
 
+    def echo_slow_on(self, slow: str, value: str) -> tuple[str, str]:
+        """Stuck (for far longer than any test waits) on the member named `slow`."""
+        time.sleep(3600 if self.name == slow else 0)
+        return self.name, value
+
 
 class EchoError(UserError):
     pass
@@ -92,5 +97,25 @@ def test_with_every_member_gone_the_pool_says_so_instead_of_waiting(local_ray):
         _kill_when_busy(local_ray, pool, 0, share)
         with pytest.raises(EchoError, match="all 1 echos are gone"):
             pool.gather([share])
+    finally:
+        pool.close()
+
+
+def _echo_slow_on(slow: str, value: str, actor) -> object:
+    return actor.echo_slow_on.remote(slow, value)
+
+
+def test_a_member_stuck_past_the_share_deadline_is_restarted_and_its_share_runs_elsewhere(local_ray):
+    members = [Member(name, (name,), tags={"echo": name}) for name in ("first", "second")]
+    pool = ActorPool(Echo, members, role="echo", error=EchoError, kinds=KINDS, max_restarts=1,
+                     max_retries=2, start_timeout_s=120, share_timeout_s=2.0)
+    pool.start({"num_cpus": 0})
+    try:
+        share = pool.send(Share(partial(_echo_slow_on, "first", "x"), size=1), 0)
+        assert pool.gather([share]) == [("second", "x")]
+        events = _events_until(pool, "echo_restart")
+        retry = next(detail for kind, detail in events if kind == "echo_retry")
+        assert (retry["echo"], retry["retry_on"], retry["error"]) == ("first", "second", "TimeoutError")
+        assert "workers.share_timeout_s=2.0 s" in retry["reason"]
     finally:
         pool.close()

@@ -143,7 +143,7 @@ class RayDiffMutator:
             DiffWorker, [Member(name, (name, settings), tags={"worker": name}) for name in names], role="diff worker",
             error=WorkerError, kinds=WORKER_EVENTS, max_restarts=shape.max_restarts,
             max_retries=shape.max_batch_retries, start_timeout_s=_START_TIMEOUT_S,
-            unusable=(WorkerUnusable,), on_restart=self._reload,
+            share_timeout_s=shape.share_timeout_s, unusable=(WorkerUnusable,), on_restart=self._reload,
         )
         join_cluster(config)
         try:

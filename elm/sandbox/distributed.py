@@ -133,7 +133,8 @@ class DistributedSandbox:
         self._nodes = [node["NodeID"] for node in nodes]
         pool = ActorPool(NodeEvaluator, members, role="node evaluator", error=SandboxUnavailable,
                          kinds=EVALUATOR_EVENTS, max_restarts=config.workers.max_restarts,
-                         max_retries=config.workers.max_batch_retries, start_timeout_s=_START_TIMEOUT_S)
+                         max_retries=config.workers.max_batch_retries, start_timeout_s=_START_TIMEOUT_S,
+                         share_timeout_s=config.workers.share_timeout_s)
         self._pool = pool
         # num_cpus=0: it waits on its pool; the model workers keep the CPU reservations.
         for member, info in zip(members, pool.start({"num_cpus": 0})):
