@@ -61,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("elm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`elm inspect RUN | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 def _full_traceback(error: BaseException) -> str:

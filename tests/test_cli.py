@@ -131,3 +131,19 @@ def test_a_mis_shaped_descriptor_is_an_invalid_candidate_in_a_run(capsys, toy_co
     invalid = [r for r in failures["reasons"] if r["status"] == "invalid"]
     assert [r["reason"] for r in invalid] == ["score() returned a descriptor of # value(s) for # dimension(s) (x, y)"]
     assert invalid[0]["count"] > 0
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, cli_env
+
+    # the pipe is closed before `elm` writes anything, as `elm env list --json | head -0` does
+    process = subprocess.Popen([sys.executable, "-m", "elm.cli", "env", "list", "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=cli_env(), cwd=REPO)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    errors = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141
+    assert errors == ""
