@@ -19,7 +19,7 @@ from elm.cli import main
 from elm.report import open_run
 from elm.serve import Dashboard
 from elm.store import RunStore
-from tests.conftest import REPO, cli_env
+from tests.conftest import REPO, cli_env, run_elm
 from tests.test_report_support import (  # noqa: F401  (fixtures)
     TOY_3D,
     real_run,
@@ -232,3 +232,17 @@ def test_events_arrive_a_page_at_a_time(tmp_path: Path, monkeypatch) -> None:
         assert watched.archive(None)["elites"] == []  # no layout, no elites: still an answer
     finally:
         watched.close()
+
+
+def test_the_dashboard_bench_times_every_page_and_the_watched_loop(tmp_path):
+    result = run_elm("bench", "serve", "--candidates", "2000", "--store", str(tmp_path / "large"),
+                     "--loop-iterations", "3", "--batch-size", "32", "--trials", "1", "--json", check=True)
+    figures = json.loads(result.stdout)
+    pages = figures["pages"]
+    assert pages["candidates"] == 2000 and pages["lineage_steps"] >= 1
+    assert {"run page", "first poll (all metrics)", "archive", "its lineage", "a snapshot"} <= set(pages["seconds"])
+    assert all(0 < seconds < 60 for seconds in pages["seconds"].values())
+    loop = figures["loop"]
+    assert loop["alone_per_s"] > 0 and loop["watched_per_s"] > 0 and loop["polls"] >= 1
+    assert loop["slowdown"] == pytest.approx(1 - loop["watched_per_s"] / loop["alone_per_s"], abs=1e-3)
+    assert (tmp_path / "large").is_dir()  # --store keeps the synthetic run for the next time

@@ -40,7 +40,8 @@ _RUN_NAME = "large"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", type=int, default=1_000_000, help="size of the synthetic run")
     parser.add_argument("--store", help="keep (or reuse) the synthetic run in this folder")
-    parser.add_argument("--loop-iterations", type=int, default=40, help="iterations of each loop trial")
+    parser.add_argument("--loop-iterations", type=int, default=400,
+                        help="iterations of each loop trial (long enough for a page polling every second to matter)")
     parser.add_argument("--batch-size", type=int, default=256, help="batch size of the loop trials")
     parser.add_argument("--trials", type=int, default=3, help="loop trials alone and watched, each")
     parser.add_argument("--skip-pages", action="store_true")
