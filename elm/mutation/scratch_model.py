@@ -26,10 +26,10 @@ class CodeGenSizes:
     """The shape of a scratch CodeGen. `heads` must divide `hidden`; `rotary_dim` must
     be even and at most hidden / heads."""
 
-    layers: int = 2
-    hidden: int = 128
-    heads: int = 4
-    rotary_dim: int = 16
+    layers: int = 4
+    hidden: int = 256
+    heads: int = 8
+    rotary_dim: int = 32
     context: int = 2048
 
     def problem(self) -> str | None:
