@@ -13,6 +13,10 @@ weights on save, the default for models of 100M parameters or more), `full`, and
 examples: `elm.mutation.scratch_model`). Every save, final or checkpoint, is a plain
 Hugging Face folder that `DiffModel.load` (and so `mutation.model: DIR`) reads.
 
+After training, one diff is sampled for each of up to `applied_check` held-out prompts
+and applied to its parent with the mutator's own code: the share that applies is the
+figure the held-out loss stands in for (`heldout_applied` in the result).
+
 Checkpoints go to `OUT/checkpoint` every `checkpoint_every` steps and on an interrupt,
 written to a fresh folder and renamed into place, so a run killed at any moment leaves
 the last one loadable; `resume` continues from it to the same budget.
@@ -72,6 +76,8 @@ class FinetuneOptions:
     vocab_size: int = 2048
     lora_rank: int = 16
     seed: int = 0
+    applied_check: int = 32
+    applied_temperature: float = 0.3
 
 
 @dataclass
@@ -119,6 +125,7 @@ def finetune(options: FinetuneOptions, on_step: Progress | None = None) -> dict[
     eval_loss_after = held_out_loss(model, heldout_ids, options.batch_size, device)
     _save_model(model, tokenizer, method, options.out)
     shutil.rmtree(options.out / CHECKPOINT, ignore_errors=True)
+    applied = _applied_check(options, heldout, device)
     result = {
         "out": str(options.out),
         "inputs": [str(Path(source).resolve()) for source in options.inputs],
@@ -135,6 +142,7 @@ def finetune(options: FinetuneOptions, on_step: Progress | None = None) -> dict[
         "train_s": round(state.train_s, 2),
         "train_tokens_per_s": round(state.train_tokens / max(state.train_s, 1e-9), 1),
         "device": str(device),
+        "heldout_applied": applied,
     }
     (options.out / RESULT_FILE).write_text(json.dumps(result, indent=2))
     return result
@@ -156,6 +164,42 @@ def held_out_loss(model, examples: Sequence[_Encoded], batch_size: int, device) 
             count += tokens
     model.train(was_training)
     return total / max(count, 1)
+
+
+def applied_share(mutator, examples: Sequence[DiffExample], seed: int = 0) -> dict[str, Any]:
+    """One diff from `mutator` for each example's prompt, applied to the parent in it: how
+    many were sent and how many applied (skipped: prompts too long for the model, or not
+    in the diff model's format)."""
+    from elm.mutation import MutationRequest
+    from elm.mutation.prompt import parse_diff_prompt
+    from elm.records import Stage
+
+    requests = []
+    for index, example in enumerate(examples):
+        try:
+            file_name, source, message = parse_diff_prompt(example.prompt)
+        except ValueError:  # a dataset's own prompt format: nothing to apply a diff to
+            continue
+        requests.append(MutationRequest(example.parent_id, file_name, source, message, seed + index))
+    children = mutator.propose(requests)
+    sent = [child for child in children if child.stage != Stage.SKIPPED]
+    applied = sum(child.stage == Stage.APPLIED for child in sent)
+    return {"prompts": len(sent), "applied": applied, "share": round(applied / max(len(sent), 1), 4),
+            "skipped": len(examples) - len(sent)}
+
+
+def _applied_check(options: FinetuneOptions, heldout: Sequence[DiffExample], device) -> dict[str, Any] | None:
+    """`applied_share` of the saved model on the first `applied_check` held-out examples."""
+    if options.applied_check <= 0:
+        return None
+    from elm.config import MutationConfig
+    from elm.mutation.diff_mutator import DiffMutator
+    from elm.mutation.model import DiffModel
+
+    settings = MutationConfig(temperature=options.applied_temperature)
+    mutator = DiffMutator(DiffModel.load(str(options.out), device=str(device)), settings)
+    share = applied_share(mutator, heldout[:options.applied_check], options.seed)
+    return {**share, "temperature": options.applied_temperature}
 
 
 # -- examples -----------------------------------------------------------------------------
@@ -488,6 +532,8 @@ def _check(options: FinetuneOptions) -> None:
         raise UserError("--batch-size, --max-tokens, --checkpoint-every and --lora-rank must be positive")
     if options.lr is not None and not options.lr > 0:
         raise UserError("--lr must be positive")
+    if options.applied_check < 0 or options.applied_temperature < 0:
+        raise UserError("--applied-check and --applied-temperature must not be negative")
     problem = options.sizes.problem()
     if options.from_scratch and problem:
         raise UserError(problem)

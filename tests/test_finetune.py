@@ -52,6 +52,9 @@ def test_from_scratch_lowers_the_held_out_loss_and_saves_a_loadable_diff_model(d
     assert result["examples"] + result["heldout_examples"] == 16 and result["heldout_examples"] >= 1
     assert result["eval_loss_after"] < 0.75 * result["eval_loss_before"]
     assert result["train_tokens_per_s"] > 0
+    applied = result["heldout_applied"]
+    assert applied["prompts"] + applied["skipped"] == result["heldout_examples"] and applied["temperature"] == 0.3
+    assert 0 <= applied["applied"] <= applied["prompts"]
     assert json.loads((tmp_path / "model" / "finetune.json").read_text()) == result
     assert not (tmp_path / "model" / CHECKPOINT).exists()
     model = DiffModel.load(str(tmp_path / "model"))
@@ -151,3 +154,35 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, data_file, setup, expected):
     result = run_elm("finetune", *arguments, "--out", str(tmp_path / "out"), "--steps", "1", "--quiet")
     assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr, result.stderr
+
+
+class _Answers:
+    """A mutator that writes the example's own diff for the prompts it knows, and a diff
+    that cannot apply for the others."""
+
+    name = "answers"
+
+    def __init__(self, known: dict[str, str]) -> None:
+        self.known = known
+
+    def propose(self, requests):
+        from elm.mutation.diff import extract_diff
+        from elm.mutation.diff_mutator import child_from_diff
+
+        return [child_from_diff(request, extract_diff(self.known.get(request.commit_message,
+                                                                     " @@ -1,1 +1,1 @@\n-nowhere\n+else\n")),
+                                "answers", {}) for request in requests]
+
+
+def test_applied_share_counts_the_sampled_diffs_that_apply_to_their_parent():
+    from elm.finetune import applied_share
+
+    examples = []
+    for index in range(4):
+        child = SEED.replace("x = 1.5", f"x = {index}.5")
+        examples.append(DiffExample(diff_prompt("point.py", SEED, f"message {index}"), completion_for(SEED, child),
+                                    "synthetic", index + 1, 0, "gp", None, False))
+    mutator = _Answers({"message 0": examples[0].completion, "message 2": examples[2].completion})
+    assert applied_share(mutator, examples) == {"prompts": 4, "applied": 2, "share": 0.5, "skipped": 0}
+    foreign = DiffExample("Q: change x\nA:", examples[0].completion, "synthetic", 9, 0, "gp", None, False)
+    assert applied_share(mutator, [*examples, foreign]) == {"prompts": 4, "applied": 2, "share": 0.5, "skipped": 1}

@@ -50,6 +50,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="longest example and packed sequence, in tokens (default 1024)")
     data.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="steps between checkpoints")
     data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--applied-check", type=int, default=32, metavar="N",
+                      help="after training, sample one diff for each of N held-out prompts and count those "
+                           "that apply to their parent (default 32; 0 skips it)")
+    data.add_argument("--applied-temperature", type=float, default=0.3,
+                      help="sampling temperature of that check (default 0.3)")
     sizes = parser.add_argument_group("--from-scratch model")
     sizes.add_argument("--layers", type=int, default=4,
                        help="(default 4 x 256, 4M parameters: on a CPU, 2 x 128 learns the diffs' "
@@ -75,7 +80,8 @@ def _finetune(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or (_SCRATCH_BATCH if args.from_scratch else _DEFAULT_BATCH),
         lr=args.lr, device=args.device, resume=args.resume,
         select=args.select, messages=args.messages, holdout=args.holdout, max_tokens=args.max_tokens,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, lora_rank=args.lora_rank,
+        checkpoint_every=args.checkpoint_every, seed=args.seed,
+        applied_check=args.applied_check, applied_temperature=args.applied_temperature, lora_rank=args.lora_rank,
         vocab_size=args.vocab_size,
         sizes=CodeGenSizes(args.layers, args.hidden, args.heads, args.rotary_dim, args.context),
     )
@@ -88,6 +94,10 @@ def _finetune(args: argparse.Namespace) -> int:
         print(f"{result['method']}: {result['steps']} steps on {result['examples']} examples, "
               f"{result['train_tokens_per_s']:.0f} tokens/s; held-out loss {result['eval_loss_before']:.3f} "
               f"-> {result['eval_loss_after']:.3f}; model saved to {result['out']}", file=sys.stdout)
+        applied = result["heldout_applied"]
+        if applied is not None:
+            print(f"held-out prompts: {applied['applied']} of {applied['prompts']} sampled diffs apply to their "
+                  f"parent (temperature {applied['temperature']:g})", file=sys.stdout)
     return 0
 
 

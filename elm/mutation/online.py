@@ -103,7 +103,7 @@ class OnlineFinetuning(MutatorWrapper):
         command = [sys.executable, "-m", "elm.cli", "finetune", *inputs, "--model", self.model,
                    "--select", self.settings.finetune_select, "--steps", str(self.settings.finetune_steps),
                    "--batch-size", str(self.settings.finetune_batch_size),
-                   "--device", self.device, "--out", str(out), "--json", "--quiet"]
+                   "--device", self.device, "--out", str(out), "--applied-check", "0", "--json", "--quiet"]
         self._training_inputs = inputs
         log = out.parent / f"v{version}.log"
         with log.open("w") as stderr:

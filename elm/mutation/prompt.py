@@ -28,6 +28,15 @@ def diff_prompt(file_name: str, source: str, commit_message: str) -> str:
     return f"<NME> {file_name}\n<BEF> {source}\n<MSG> {commit_message}\n<DFF>"
 
 
+def parse_diff_prompt(prompt: str) -> tuple[str, str, str]:
+    """(file name, source, commit message) of a prompt `diff_prompt` wrote."""
+    head, separator, rest = prompt.partition("\n<BEF> ")
+    source, middle, tail = rest.rpartition("\n<MSG> ")
+    if not (head.startswith("<NME> ") and separator and middle and tail.endswith("\n<DFF>")):
+        raise ValueError("not a diff-model prompt")
+    return head[len("<NME> "):], source, tail[:-len("\n<DFF>")]
+
+
 def choose_commit_messages(
     messages: Sequence[CommitMessage], count: int, rng: np.random.Generator
 ) -> list[str]:
