@@ -71,10 +71,11 @@ def local_ray():
     ray.shutdown()
 
 
-def events_until(mutator, kind: str, timeout_s: float = 120.0) -> list:
+def events_until(source, kind: str, timeout_s: float = 120.0) -> list:
+    """The events `source.take_events()` gives (a mutator, an actor pool) until one of `kind`."""
     events, deadline = [], time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        events += mutator.take_events()
+        events += source.take_events()
         if any(k == kind for k, _ in events):
             return events
         time.sleep(0.2)

@@ -12,7 +12,7 @@ import pytest
 
 from elm.actor_pool import ActorPool, EventKinds, Member, Share
 from elm.errors import UserError
-from tests.diff_workers import local_ray  # noqa: F401
+from tests.diff_workers import events_until, local_ray  # noqa: F401
 
 pytestmark = pytest.mark.ray
 
@@ -62,16 +62,6 @@ def _kill_when_busy(ray, pool: ActorPool, index: int, share: Share) -> None:
     ray.kill(pool.actor(index), no_restart=True)
 
 
-def _events_until(pool: ActorPool, kind: str, timeout_s: float = 60.0) -> list:
-    events, deadline = [], time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        events += pool.take_events()
-        if any(k == kind for k, _ in events):
-            return events
-        time.sleep(0.2)
-    raise AssertionError(f"no {kind} event in {timeout_s} s: {events}")
-
-
 def test_a_share_lost_with_its_member_runs_on_another_and_the_loss_is_recorded(local_ray):
     pool = _pool(["first", "second"])
     try:
@@ -79,7 +69,7 @@ def test_a_share_lost_with_its_member_runs_on_another_and_the_loss_is_recorded(l
         _kill_when_busy(local_ray, pool, 0, share)
         assert pool.gather([share]) == [("second", "x")]
         assert share.attempts == 2
-        events = _events_until(pool, "echo_lost")
+        events = events_until(pool, "echo_lost", 60.0)
         assert [kind for kind, _ in events] == ["echo_retry", "echo_lost"]
         retry = events[0][1]
         assert (retry["echo"], retry["retry_on"], retry["values"], retry["attempt"]) == ("first", "second", 1, 2)
@@ -113,7 +103,7 @@ def test_a_member_stuck_past_the_share_deadline_is_restarted_and_its_share_runs_
     try:
         share = pool.send(Share(partial(_echo_slow_on, "first", "x"), size=1), 0)
         assert pool.gather([share]) == [("second", "x")]
-        events = _events_until(pool, "echo_restart")
+        events = events_until(pool, "echo_restart", 60.0)
         retry = next(detail for kind, detail in events if kind == "echo_retry")
         assert (retry["echo"], retry["retry_on"], retry["error"]) == ("first", "second", "TimeoutError")
         assert "workers.share_timeout_s=2.0 s" in retry["reason"]

@@ -170,12 +170,7 @@ def _become_candidate_user(uid: int) -> None:
 def _exec_fresh_spawner(channel: socket.socket, is_namespace_init: bool, scratch: str) -> None:
     """In the forked child: run the runner anew as a spawner on `channel` (see startup.main)."""
     try:
-        null = os.open(os.devnull, os.O_RDWR)
-        os.dup2(null, 0)
-        os.dup2(null, 1)
-        kept = channel.fileno()
-        os.closerange(3, kept)
-        os.closerange(kept + 1, FD_CEILING)
+        kept = _keep_only(channel)
         os.set_inheritable(kept, True)
         command = [sys.executable, *interpreter_flags(), RUNNER_FOLDER, "--scratch", scratch,
                    "--fixed-hash-seed", "--spawner-channel", str(kept)]
@@ -235,14 +230,21 @@ def _no_children_left() -> bool:
     return False
 
 
-def _prepare_spawner(channel: socket.socket) -> None:
-    """Detach from the runner's protocol streams; become the reaper of candidates' orphans."""
+def _keep_only(channel: socket.socket) -> int:
+    """Point stdin and stdout (the runner's protocol streams) at /dev/null and close every
+    other descriptor but stderr and `channel`; returns the channel's descriptor."""
     null = os.open(os.devnull, os.O_RDWR)
     os.dup2(null, 0)
     os.dup2(null, 1)
     kept = channel.fileno()
     os.closerange(3, kept)
     os.closerange(kept + 1, FD_CEILING)
+    return kept
+
+
+def _prepare_spawner(channel: socket.socket) -> None:
+    """Detach from the runner's protocol streams; become the reaper of candidates' orphans."""
+    _keep_only(channel)
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     if not KERNEL.pidfd:
         signal.pthread_sigmask(signal.SIG_BLOCK, (signal.SIGCHLD,))  # see _await_exit_by_sigchld
