@@ -91,11 +91,14 @@ def _connect(config: ElmConfig) -> None:
 
     address = config.ray.address or None
     options: dict = {"include_dashboard": False, "log_to_driver": False, "logging_level": logging.WARNING}
-    if address is None and not os.environ.get("RAY_ADDRESS"):
+    local = address is None and not os.environ.get("RAY_ADDRESS")
+    if local:
         options["num_cpus"] = _local_cpus(config.workers)
         options["runtime_env"] = {"env_vars": {"PYTHONPATH": _worker_python_path()}}
     try:
-        ray.init(address=address, **options)
+        # "local": a Ray of this process's own, even where another is running on the machine
+        # (a bare ray.init() would join that one; `ray.address: auto` asks for that)
+        ray.init(address="local" if local else address, **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         where = f"the Ray cluster at {address}" if address else "a local Ray"

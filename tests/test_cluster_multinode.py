@@ -120,3 +120,25 @@ def test_a_run_spreads_over_two_nodes_and_survives_losing_one(cluster, tmp_path,
     assert all(e["detail"]["worker"] == second_worker for e in events
                if e["kind"] in ("batch_retry", "worker_lost")), "only the lost node's worker failed"
     assert {c.extras["worker"] for c in children if c.iteration > 1} == {head_worker}
+
+
+def test_a_run_without_ray_address_starts_its_own_ray_beside_a_running_cluster(cluster):
+    """With `ray.address` unset, elm starts a local Ray of its own, sized for its workers,
+    even where another cluster runs on the machine (a bare ray.init() would try to join it)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import cli_env
+
+    head, _ = cluster
+    probe = ("from elm.cluster import join_cluster, leave_cluster\n"
+             "from elm.config import build_config\n"
+             "import ray\n"
+             "join_cluster(build_config({'environment': {'name': 'tests.toy_environment:Toy'}}))\n"
+             "print(ray.get_runtime_context().gcs_address)\n"
+             "leave_cluster()\n")
+    environment = {key: value for key, value in cli_env().items() if key != "RAY_ADDRESS"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment,
+                            cwd=REPO, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() and result.stdout.strip() != head.address
