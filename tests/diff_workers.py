@@ -61,11 +61,12 @@ def pid_of(worker: str) -> int:
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray for the module; the mutators join it instead of starting their own."""
+    """One local Ray for the module (its own, even beside another test's cluster); the
+    mutators join it instead of starting their own."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     yield ray
     ray.shutdown()

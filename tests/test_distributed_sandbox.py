@@ -66,7 +66,7 @@ def local_ray(tmp_path_factory):
     import ray
 
     scratch = tmp_path_factory.mktemp("evaluator-tmp")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TMPDIR": str(scratch)}})
     yield ray, scratch
     ray.shutdown()
