@@ -1,13 +1,16 @@
 #!/bin/sh
 # Make gVisor's runsc available to Docker as the runtime `runsc`: install Debian's runsc
 # package when missing, register it in the daemon's daemon.json (ptrace platform, no
-# network), and have dockerd reload its configuration (SIGHUP: running containers go on).
+# network), and have dockerd reload its configuration (SIGHUP: running containers go on);
+# raise kernel.pid_max where it is low.
 # Idempotent: when runsc is installed and registered with these arguments, it changes nothing.
 set -eu
 
 DAEMON_JSON="${ELM_DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}"
 RUNSC_ARGS='["--platform=ptrace", "--network=none"]'
 WAIT_SECONDS=30
+PID_MAX=4194304
+SYSCTL_FILE=/etc/sysctl.d/60-elm-gvisor.conf
 
 say() { echo "install_gvisor: $*"; }
 
@@ -21,6 +24,15 @@ if ! command -v runsc >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends runsc
 fi
 runsc_path="$(command -v runsc)"
+
+# gVisor's ptrace platform holds many host threads per process inside a container (see
+# host_pids_limit in elm/sandbox/docker.py); the kernel's classic pid_max of 32768 leaves
+# room for few such containers. 4194304 is the kernel's 64-bit ceiling (systemd's default).
+if [ "$(cat /proc/sys/kernel/pid_max)" -lt "$PID_MAX" ]; then
+    say "raising kernel.pid_max to $PID_MAX (and in $SYSCTL_FILE)"
+    echo "kernel.pid_max = $PID_MAX" | as_root tee "$SYSCTL_FILE" >/dev/null
+    as_root sysctl -q -w "kernel.pid_max=$PID_MAX"
+fi
 
 # Merge the runtime into daemon.json, keeping every other setting; report whether it changed.
 changed="$(as_root python3 - "$DAEMON_JSON" "$runsc_path" "$RUNSC_ARGS" <<'PY'

@@ -34,6 +34,7 @@ from elm.sandbox.docker import (
     DockerSandbox,
     _RunnerSocket,
     _SocketChannel,
+    check_host_tasks,
     choose_transport,
 )
 from tests.conftest import REPO, cli_env, containers_of, runners_replaced
@@ -61,6 +62,18 @@ FORK_BOMB = """
         while True:
             try:
                 os.fork()
+            except OSError:
+                pass
+"""
+# Each new process leaves the candidate's process group (and session), so one signal to
+# the group does not end the bomb.
+FORK_BOMB_LEAVING_ITS_GROUP = """
+    import os
+    def main():
+        while True:
+            try:
+                if os.fork() == 0:
+                    os.setsid()
             except OSError:
                 pass
 """
@@ -183,6 +196,7 @@ HOSTILE = [
     (INFINITE_LOOP, 1.0, {"timeout"}),
     (MEMORY_HOG, 20.0, {"memory"}),
     (FORK_BOMB, 1.0, {"timeout", "error"}),
+    (FORK_BOMB_LEAVING_ITS_GROUP, 1.0, {"timeout", "error"}),
     (OS_EXIT, 20.0, {"bad_output"}),
     (SIGKILL_SELF, 20.0, {"killed"}),
     (SEGFAULT, 20.0, {"killed"}),
@@ -367,6 +381,26 @@ def test_the_attach_transport_serves_hostile_candidates_too():
 def test_auto_transport_uses_the_socket_only_for_a_local_daemon(wanted, daemon_url, chosen):
     client = SimpleNamespace(api=SimpleNamespace(base_url=daemon_url))
     assert choose_transport(wanted, client) == chosen
+
+
+@pytest.mark.parametrize(
+    "runtime, pool_size, pids_limit, daemon_url, refused",
+    [
+        ("runsc", 1024, 64, LOCAL_DAEMON_URL, True),  # 1024 * 8,256 host tasks: over half of any pid_max
+        ("runsc", 2, 8, LOCAL_DAEMON_URL, False),
+        ("runsc", 64, 64, "http://10.0.0.7:2375", False),  # a remote host's limits are unknown here
+        ("runc", 64, 64, LOCAL_DAEMON_URL, False),
+    ],
+)
+def test_a_runsc_pool_that_could_starve_the_host_of_tasks_is_refused(runtime, pool_size, pids_limit,
+                                                                     daemon_url, refused):
+    client = SimpleNamespace(api=SimpleNamespace(base_url=daemon_url))
+    config = SandboxConfig(backend="docker", runtime=runtime, pool_size=pool_size, pids_limit=pids_limit)
+    if refused:
+        with pytest.raises(SandboxUnavailable, match=r"may hold up to 8454144 host tasks .* lower sandbox.pids_limit"):
+            check_host_tasks(client, config)
+    else:
+        check_host_tasks(client, config)
 
 
 def test_the_protocol_socket_accepts_only_the_containers_runner():

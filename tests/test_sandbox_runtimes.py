@@ -2,11 +2,11 @@
 runsc (gVisor). Nothing reaches the host, no forged answer is ever accepted, and the pool
 serves ordinary candidates correctly afterwards.
 
-Where gVisor 2022 lets a candidate reach further than runc does, the status differs and
-is asserted per runtime (RUNSC_STATUSES, with the reason). Under runsc the runner keeps a
-uid of its own (see elm.sandbox.docker.splits_users), so its streams are refused to
-candidates as under runc. The runsc cases skip only where
-Docker does not list runsc (`bash scripts/setup.sh --gvisor` registers it).
+Every status is the same under both. Under runsc the runner keeps a uid of its own (see
+elm.sandbox.docker.splits_users), so its streams are refused to candidates as under runc,
+and the container's limits make room for gVisor's own tasks and memory, so a fork bomb
+ends in its wall-clock limit as under runc. The runsc cases skip only where Docker does
+not list runsc (`bash scripts/setup.sh --gvisor` registers it).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 
 from elm.config import SandboxConfig
 from elm.sandbox import pool as pool_module
-from elm.sandbox.docker import DockerSandbox
+from elm.sandbox.docker import RUNNER_MEMORY_MB, DockerSandbox, host_pids_limit, runtime_memory_mb
 from tests.conftest import containers_of, runners_replaced
-from tests.test_sandbox_docker import FORK_BOMB, HOSTILE, WRITE_OUTSIDE_SCRATCH
+from tests.test_sandbox_docker import FORK_BOMB, FORK_BOMB_LEAVING_ITS_GROUP, HOSTILE, WRITE_OUTSIDE_SCRATCH
 from tests.test_sandbox_local import ORDINARY, candidate
 
 pytestmark = pytest.mark.docker
@@ -153,18 +153,6 @@ IDENTITIES = """
         return {"runner": status(1), "candidate": status(os.getpid())}
 """
 
-# gVisor 2022 lets a candidate reach further than runc; each of these is still contained.
-RUNSC_STATUSES = {
-    # 64 processes exceed the container's memory: gVisor copies about 12 MB per forked
-    # process (runc about 1 MB), so the whole container is killed for memory, the host
-    # reports `memory` and replaces it. Under runc the pids limit stops the bomb first.
-    # A larger container allowance does not help: gVisor's ptrace platform then adds host
-    # threads while the 64 processes spin (each of the host processes behind them had 15 to
-    # 30 after 6 s; about 850 in all after 3 s, 6000 after 42 s), until the container's
-    # pids limit ends gVisor itself (measured with 1.4 GB: `killed` for a 3 s bomb).
-    FORK_BOMB: {"memory"},
-}
-RUNSC_TIMEOUTS_S: dict[str, float] = {}
 HOSTILE_HERE = [*HOSTILE, (FORGE_AN_ANSWER, 20.0, {"ok"}), (STEAL_THE_NEXT_REQUEST, 20.0, {"ok"}),
                 (INJECT_A_REQUEST, 20.0, {"ok"})]
 
@@ -192,22 +180,41 @@ def box(request):
         yield sandbox
 
 
-def expected(runtime: str, source: str, timeout_s: float, statuses: set[str]) -> tuple[float, set[str]]:
-    if runtime == "runsc" and source in RUNSC_STATUSES:
-        return RUNSC_TIMEOUTS_S.get(source, timeout_s), RUNSC_STATUSES[source]
-    return timeout_s, statuses
-
-
 @pytest.mark.parametrize("index", range(len(HOSTILE_HERE)))
 def test_a_hostile_candidate_gets_its_status_and_the_pool_serves_on(box, index):
     source, timeout_s, statuses = HOSTILE_HERE[index]
-    timeout_s, statuses = expected(box._pool.config.runtime, source, timeout_s, statuses)
     hostile, others, *after = box.run_many([candidate(source, timeout_s=timeout_s, memory_mb=128),
                                             candidate(OTHER_PROCESSES)] + [candidate(ORDINARY)] * 2)
     assert hostile.status in statuses, (hostile.status, hostile.error)
     assert hostile.result != 666
     assert (others.status, others.result) == ("ok", []), (others.status, others.error)
     assert [(outcome.status, outcome.result) for outcome in after] == [("ok", ORDINARY_RESULT)] * 2
+
+
+@pytest.mark.parametrize("bomb", [FORK_BOMB, FORK_BOMB_LEAVING_ITS_GROUP], ids=["in its group", "leaving its group"])
+def test_a_fork_bomb_held_to_the_default_limit_ends_in_it_and_its_runner_serves_on(box, bomb):
+    # Under runsc the bomb's processes keep adding gVisor host threads while they spin, so
+    # the default wall-clock limit tests the container's room for them, not only a short one.
+    box.take_events()
+    before = containers_of(box)
+    bombed, after = box.run_many([candidate(bomb, timeout_s=SandboxConfig().timeout_s), candidate(ORDINARY)])
+    assert (bombed.status, bombed.error) == ("timeout", f"wall-clock limit of {SandboxConfig().timeout_s:g} s exceeded")
+    assert (after.status, after.result) == ("ok", ORDINARY_RESULT)
+    assert runners_replaced(box) == 0 and containers_of(box) == before
+
+
+def test_the_container_limits_make_room_for_the_runtime_itself(box):
+    config = box._pool.config
+    client = docker.from_env()
+    try:
+        host = client.api.inspect_container(containers_of(box)[0])["HostConfig"]
+    finally:
+        client.close()
+    runsc = config.runtime == "runsc"
+    assert host["PidsLimit"] == host_pids_limit(config) == (64 + 64 * (64 + 64) if runsc else 64)
+    extra_mb = runtime_memory_mb(config)
+    assert extra_mb == (24 * 64 if runsc else 0)
+    assert host["Memory"] == host["MemorySwap"] == (config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB + extra_mb) << 20
 
 
 def test_a_forged_answer_is_never_accepted(box):

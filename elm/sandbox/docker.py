@@ -24,10 +24,12 @@ The container runtime (`sandbox.runtime`) is runc, Docker's default, or runsc: g
 a kernel of its own between the candidate and the host's (`bash scripts/setup.sh
 --gvisor` installs and registers it). gVisor refuses to mount the host's socket, so under
 runsc `auto` means attach (said once, as a warning) and `socket` is refused. Its sentry
-and its ptrace stubs are host processes of the container, several per candidate process,
-so under runsc the container's pids limit is raised (host_pids_limit) and the runner
-limits candidates to `sandbox.pids_limit` processes itself (RLIMIT_NPROC, which gVisor
-enforces). gVisor mounts a writable tmpfs at /tmp unless told otherwise: under runsc
+and its ptrace stubs are host tasks of the container, many per candidate process, and it
+keeps a copy of memory per forked process far larger than runc's. So under runsc the
+container's pids and memory limits make room for gVisor's own share (host_pids_limit,
+runtime_memory_mb), a pool that could claim too much of the host's tasks is refused
+(check_host_tasks), and the runner limits candidates to `sandbox.pids_limit` processes
+itself (RLIMIT_NPROC, which gVisor enforces). gVisor mounts a writable tmpfs at /tmp unless told otherwise: under runsc
 /tmp is an empty read-only tmpfs. gVisor lets a process open /proc/<pid>/fd/* of every
 process of its own uid: under runsc the runner's container starts as root with only
 CAP_SETUID and CAP_SETGID, and the runner takes a uid of its own (splits_users).
@@ -45,6 +47,7 @@ import socket
 import struct
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import docker
@@ -85,8 +88,10 @@ RUNNER_SOCKET = "/run/elm/runner.sock"  # where the runner finds the host's sock
 SOCKET_FOLDER_PREFIX = "elm-runner-socket-"  # then a random part; the owner's pid is in a file inside
 LOCAL_DAEMON_URL = "http+docker://localhost"  # the docker SDK's name for a unix-socket daemon
 GVISOR_SETUP = "install and register gVisor with `bash scripts/setup.sh --gvisor`"
-RUNSC_PIDS_PER_PROCESS = 8  # host tasks of the container per process inside (measured: about 5)
 RUNSC_BASE_PIDS = 64  # host tasks of an idle gVisor container (measured: 38)
+RUNSC_SENTRY_THREADS = 64  # sentry threads beyond one per busy process (measured: 33 to 50)
+RUNSC_MEMORY_PER_PROCESS_MB = 24  # gVisor's memory per forked Python process (measured: about 18)
+HOST_TASK_SHARE = 0.5  # the most of the host's pid and thread limits a runsc pool may claim
 _log = logging.getLogger(__name__)
 _said: set[str] = set()  # notes given once per process
 HOW_TO_START = (
@@ -106,6 +111,7 @@ class DockerSandbox(PooledSandbox):
         client = connect()
         try:
             check_runtime(client, config.runtime)
+            check_host_tasks(client, config)
             check_image(client, config.image)
         except SandboxUnavailable:
             client.close()
@@ -142,7 +148,7 @@ def start_container(api: Any, config: SandboxConfig, labels: dict[str, str], str
 
 def _locked_down(api: Any, config: SandboxConfig, mounts: list[Any] | None, starts_as_root: bool) -> Any:
     """The host config of every sandbox container (see the module docstring)."""
-    memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB}m"
+    memory = f"{config.memory_mb + config.scratch_mb + RUNNER_MEMORY_MB + runtime_memory_mb(config)}m"
     scratch = f"rw,nosuid,nodev,noexec,size={config.scratch_mb}m,uid=10001,gid=10001,mode=0700"
     return api.create_host_config(
         network_mode="none",
@@ -186,10 +192,45 @@ def _tmpfs(config: SandboxConfig, scratch: str) -> dict[str, str]:
 
 def host_pids_limit(config: SandboxConfig) -> int:
     """The container's pids limit: `sandbox.pids_limit`, or under runsc room for gVisor's
-    own host tasks (the runner then holds candidates to `sandbox.pids_limit`)."""
+    own host tasks (the runner then holds candidates to `sandbox.pids_limit`). gVisor's
+    ptrace platform gives each process inside a host stub thread for every sentry thread
+    that has run it, and the sentry grows about one thread per busy process, so P busy
+    processes come to about P * (P + RUNSC_SENTRY_THREADS) host tasks (fork bombs held
+    for 45 to 60 s, measured: 785 for 16 processes, 2,467 for 32, 6,982 for 64)."""
     if config.runtime == "runsc":
-        return RUNSC_BASE_PIDS + RUNSC_PIDS_PER_PROCESS * config.pids_limit
+        return RUNSC_BASE_PIDS + config.pids_limit * (config.pids_limit + RUNSC_SENTRY_THREADS)
     return config.pids_limit
+
+
+def runtime_memory_mb(config: SandboxConfig) -> int:
+    """Memory the runtime itself takes per container beyond runc's: under runsc, gVisor's
+    copy of each forked process (it copies memory after a fork in 2 MiB pieces, about
+    18 MB per Python process against 1 MB under runc) for `sandbox.pids_limit` processes.
+    Each candidate process stays held to `memory_mb` by its own address-space limit."""
+    return RUNSC_MEMORY_PER_PROCESS_MB * config.pids_limit if config.runtime == "runsc" else 0
+
+
+def check_host_tasks(client: Any, config: SandboxConfig) -> None:
+    """SandboxUnavailable if a runsc pool on the local Docker host could claim more than
+    HOST_TASK_SHARE of the host's process ids or threads (host_pids_limit per container),
+    which would let hostile candidates starve the host of tasks. Not checked for a remote
+    daemon, whose limits this machine cannot read."""
+    if config.runtime != "runsc" or client.api.base_url != LOCAL_DAEMON_URL:
+        return
+    claimed = config.pool_size * host_pids_limit(config)
+    for name in ("pid_max", "threads-max"):
+        try:
+            host_limit = int(Path(f"/proc/sys/kernel/{name}").read_text())
+        except (OSError, ValueError):
+            continue
+        if claimed > HOST_TASK_SHARE * host_limit:
+            raise SandboxUnavailable(
+                f"under runtime runsc, {config.pool_size} containers may hold up to {claimed} host tasks "
+                f"(gVisor's ptrace platform: about pids_limit * (pids_limit + {RUNSC_SENTRY_THREADS}) each), "
+                f"more than {HOST_TASK_SHARE:.0%} of this host's kernel.{name} {host_limit}: "
+                "lower sandbox.pids_limit or sandbox.pool_size, or raise the limit (bash scripts/setup.sh "
+                "--gvisor raises kernel.pid_max)"
+            )
 
 
 def splits_users(config: SandboxConfig) -> bool:

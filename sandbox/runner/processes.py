@@ -12,13 +12,17 @@ from .kernel import IPC_RMID, IPC_TABLES, KERNEL, read_small_file
 CLEANUP_SECONDS = 5.0
 
 
+def stray_children(spawner: int | None) -> list[int]:
+    """The runner's children but its spawner. Orphans of a candidate go to the spawner (a
+    subreaper), except under gVisor (2022), which hands them to PID 1, the runner."""
+    return [pid for pid in _child_pids() if pid != spawner]
+
+
 def clear_strays(spawner: int | None) -> bool:
     """Kill and reap every child of the runner but its spawner; False if some would not
-    die. Orphans of a candidate go to the spawner (a subreaper), except under gVisor
-    (2022), which hands them to PID 1, the runner: killed here, each one's own children
-    come to the runner in turn, until none is left."""
+    die. Each one's own children come to the runner in turn, until none is left."""
     deadline = time.monotonic() + CLEANUP_SECONDS
-    while strays := [pid for pid in _child_pids() if pid != spawner]:
+    while strays := stray_children(spawner):
         for pid in strays:
             kill_quietly(pid)
         if not _reap(strays):

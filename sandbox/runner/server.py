@@ -28,7 +28,15 @@ from .child import (
     write_all,
 )
 from .kernel import KERNEL, read_small_file
-from .processes import CLEANUP_SECONDS, clear_processes, clear_strays, descendants, is_running, remove_ipc_objects
+from .processes import (
+    CLEANUP_SECONDS,
+    clear_processes,
+    clear_strays,
+    descendants,
+    is_running,
+    remove_ipc_objects,
+    stray_children,
+)
 from .protocol import RESULT_LIMIT_BYTES, TOKEN_FIELD
 from .spawner import LIVENESS_S, Ending, Spawner, SpawnerLost
 
@@ -151,7 +159,7 @@ class Runner:
         place of a lost one: (all cleared, files wiped)."""
         cleared = ending.cleared if ending is not None else self._drop_spawner()
         if cleared:
-            cleared = clear_strays(self.spawner.pid if self.spawner is not None else None)
+            cleared = self._clear_strays()
         if cleared and self.is_namespace_init:
             cleared = remove_ipc_objects()
         watch.drain_and_close()
@@ -162,6 +170,16 @@ class Runner:
             except SpawnerLost:
                 cleared = False
         return cleared, wiped
+
+    def _clear_strays(self) -> bool:
+        """Processes of the job that came to the runner, not to the spawner: under gVisor,
+        which hands orphans to PID 1. As the container's init the runner ends them all at
+        once (kill(-1), which takes the spawner too; a fresh one follows), since a fork bomb
+        whose processes leave its group would outrun killing them one at a time."""
+        spawner = self.spawner.pid if self.spawner is not None else None
+        if self.is_namespace_init and stray_children(spawner):
+            return self._drop_spawner()
+        return clear_strays(spawner)
 
     def _spawner(self) -> Spawner:
         if self.spawner is None:

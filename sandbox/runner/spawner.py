@@ -148,6 +148,14 @@ def serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
             os.close(out_write)
             os.close(result_write)
             timed_out = _await_exit(pid, timeout_s)
+            # The candidate's process group (its own, see become_candidate) ends in one call,
+            # before its leader is reaped and the group's id could be reused. Under gVisor,
+            # which hands orphans to PID 1, the runner would otherwise kill a fork bomb one
+            # orphan at a time while the rest fork on.
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass  # no process left in the group
             wait_status = os.waitpid(pid, 0)[1]
             order[:] = bytes(order_size)
             order.release()
