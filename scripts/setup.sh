@@ -2,7 +2,7 @@
 # Set up elm on a Debian machine (as root): Python venv with the package, Docker engine
 # running, sandbox image built. Idempotent: what is already there is left alone.
 #   bash scripts/setup.sh          # for running experiments
-#   bash scripts/setup.sh --test   # also what the tests and checks need (pytest, ruff, mypy, headless Chromium)
+#   bash scripts/setup.sh --test   # also what the tests and checks need (pytest, ruff, mypy, headless Chromium, gVisor)
 #   bash scripts/setup.sh --gvisor # also gVisor's runsc as a Docker runtime (sandbox.runtime: runsc)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,5 +44,8 @@ extras=""
 .venv/bin/pip install -q -e ".${extras}"
 
 bash scripts/install_docker.sh
-[ "$with_gvisor" = 1 ] && bash scripts/install_gvisor.sh
+# The tests run the hostile candidates under both container runtimes: --test brings gVisor too.
+if [ "$with_gvisor" = 1 ] || [ "$with_tests" = 1 ]; then
+    bash scripts/install_gvisor.sh
+fi
 .venv/bin/elm sandbox build
