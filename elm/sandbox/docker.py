@@ -29,10 +29,11 @@ keeps a copy of memory per forked process far larger than runc's. So under runsc
 container's pids and memory limits make room for gVisor's own share (host_pids_limit,
 runtime_memory_mb), a pool that could claim too much of the host's tasks is refused
 (check_host_tasks), and the runner limits candidates to `sandbox.pids_limit` processes
-itself (RLIMIT_NPROC, which gVisor enforces). gVisor mounts a writable tmpfs at /tmp unless told otherwise: under runsc
-/tmp is an empty read-only tmpfs. gVisor lets a process open /proc/<pid>/fd/* of every
-process of its own uid: under runsc the runner's container starts as root with only
-CAP_SETUID and CAP_SETGID, and the runner takes a uid of its own (splits_users).
+itself (RLIMIT_NPROC, which gVisor enforces). gVisor mounts a writable tmpfs at /tmp
+unless told otherwise: under runsc /tmp is an empty read-only tmpfs. gVisor lets a
+process open /proc/<pid>/fd/* of every process of its own uid: under runsc the runner's
+container starts as root with only CAP_SETUID and CAP_SETGID, and the runner takes a uid
+of its own (splits_users).
 
 Containers are labelled with their owner (host and process), so what a crashed run left
 behind is removed the next time a sandbox opens, and nothing else is ever touched.
