@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import socketserver
 import subprocess
 import sys
+import threading
+from types import SimpleNamespace
+from typing import ClassVar
 
 import docker
 import pytest
@@ -92,6 +97,65 @@ def test_bad_input_is_one_line_and_exit_2(program, arguments, message):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("elm: error: ")
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+class _FakeDaemon(http.server.BaseHTTPRequestHandler):
+    """Just enough of the Docker API for a sandbox to ask which runtimes there are."""
+
+    runtimes: ClassVar[dict[str, dict]] = {}
+
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0].rsplit("/", 1)[-1]
+        answers = {"_ping": "OK", "version": json.dumps({"ApiVersion": "1.41", "Version": "20.10"}),
+                   "info": json.dumps({"Runtimes": self.runtimes})}
+        body = answers.get(path, "{}").encode()
+        self.send_response(200 if path in answers else 404)
+        self.send_header("Content-Type", "text/plain" if path == "_ping" else "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self) -> str:
+        return "local"
+
+    def log_message(self, *arguments) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_daemon(tmp_path):
+    """A unix-socket Docker daemon (local, as far as the client can tell) that lists the runtimes set on it."""
+    class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+        daemon_threads = True
+
+    handler = type("Handler", (_FakeDaemon,), {"runtimes": {"runc": {"path": "runc"}}})
+    server = Server(str(tmp_path / "docker.sock"), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield SimpleNamespace(url=f"unix://{tmp_path / 'docker.sock'}", handler=handler)
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.parametrize(
+    "runtimes, arguments, message",
+    [
+        ({"runc": {}}, [], "the Docker daemon has no container runtime 'runsc' (it has runc): install and "
+                           "register gVisor with `bash scripts/setup.sh --gvisor`"),
+        ({"runc": {}, "runsc": {}}, ["--pool-size", "1024"], "under runtime runsc, 1024 containers may hold up to "
+                                                             "8454144 host tasks"),
+    ],
+    ids=["runsc not installed", "too many host tasks"],
+)
+def test_a_runtime_the_host_cannot_serve_is_one_line_and_exit_2(program, fake_daemon, runtimes, arguments, message):
+    fake_daemon.handler.runtimes = runtimes
+    env = {**cli_env(), "DOCKER_HOST": fake_daemon.url}
+    done = subprocess.run([sys.executable, "-m", "elm.cli", "sandbox", "run", program(HELLO), "--runtime", "runsc",
+                           *arguments], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert message in done.stderr
 
 
 def test_unreachable_docker_says_how_to_start_it(program):
