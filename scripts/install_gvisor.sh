@@ -28,10 +28,15 @@ runsc_path="$(command -v runsc)"
 # gVisor's ptrace platform holds many host threads per process inside a container (see
 # host_pids_limit in elm/sandbox/docker.py); the kernel's classic pid_max of 32768 leaves
 # room for few such containers. 4194304 is the kernel's 64-bit ceiling (systemd's default).
+# Where /proc/sys is read-only (some containers) it stays as it is: elm then refuses a runsc
+# pool that could claim over half of it, saying so.
 if [ "$(cat /proc/sys/kernel/pid_max)" -lt "$PID_MAX" ]; then
-    say "raising kernel.pid_max to $PID_MAX (and in $SYSCTL_FILE)"
-    echo "kernel.pid_max = $PID_MAX" | as_root tee "$SYSCTL_FILE" >/dev/null
-    as_root sysctl -q -w "kernel.pid_max=$PID_MAX"
+    if as_root sysctl -q -w "kernel.pid_max=$PID_MAX" 2>/dev/null; then
+        echo "kernel.pid_max = $PID_MAX" | as_root tee "$SYSCTL_FILE" >/dev/null
+        say "raised kernel.pid_max to $PID_MAX (kept in $SYSCTL_FILE)"
+    else
+        say "warning: cannot raise kernel.pid_max ($(cat /proc/sys/kernel/pid_max)) here; runsc pools are sized to it"
+    fi
 fi
 
 # Merge the runtime into daemon.json, keeping every other setting; report whether it changed.

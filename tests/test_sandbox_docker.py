@@ -388,8 +388,8 @@ def test_auto_transport_uses_the_socket_only_for_a_local_daemon(wanted, daemon_u
     [
         ("runsc", 1024, 64, LOCAL_DAEMON_URL, True),  # 1024 * 8,256 host tasks: over half of any pid_max
         ("runsc", 2, 8, LOCAL_DAEMON_URL, False),
-        ("runsc", 64, 64, "http://10.0.0.7:2375", False),  # a remote host's limits are unknown here
-        ("runc", 64, 64, LOCAL_DAEMON_URL, False),
+        ("runsc", 1024, 64, "http://10.0.0.7:2375", False),  # a remote host's limits are unknown here
+        ("runc", 1024, 64, LOCAL_DAEMON_URL, False),
     ],
 )
 def test_a_runsc_pool_that_could_starve_the_host_of_tasks_is_refused(runtime, pool_size, pids_limit,
@@ -397,7 +397,9 @@ def test_a_runsc_pool_that_could_starve_the_host_of_tasks_is_refused(runtime, po
     client = SimpleNamespace(api=SimpleNamespace(base_url=daemon_url))
     config = SandboxConfig(backend="docker", runtime=runtime, pool_size=pool_size, pids_limit=pids_limit)
     if refused:
-        with pytest.raises(SandboxUnavailable, match=r"may hold up to 8454144 host tasks .* lower sandbox.pids_limit"):
+        refusal = (r"may hold up to 8454144 host tasks .* kernel.pid_max \d+: lower sandbox.pids_limit or "
+                   r"sandbox.pool_size \(bash scripts/setup.sh --gvisor raises it\)")
+        with pytest.raises(SandboxUnavailable, match=refusal):
             check_host_tasks(client, config)
     else:
         check_host_tasks(client, config)

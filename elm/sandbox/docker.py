@@ -219,7 +219,9 @@ def check_host_tasks(client: Any, config: SandboxConfig) -> None:
     if config.runtime != "runsc" or client.api.base_url != LOCAL_DAEMON_URL:
         return
     claimed = config.pool_size * host_pids_limit(config)
-    for name in ("pid_max", "threads-max"):
+    raising = {"pid_max": "bash scripts/setup.sh --gvisor raises it",
+               "threads-max": "sysctl -w kernel.threads-max=N raises it"}
+    for name, how in raising.items():
         try:
             host_limit = int(Path(f"/proc/sys/kernel/{name}").read_text())
         except (OSError, ValueError):
@@ -229,8 +231,7 @@ def check_host_tasks(client: Any, config: SandboxConfig) -> None:
                 f"under runtime runsc, {config.pool_size} containers may hold up to {claimed} host tasks "
                 f"(gVisor's ptrace platform: about pids_limit * (pids_limit + {RUNSC_SENTRY_THREADS}) each), "
                 f"more than {HOST_TASK_SHARE:.0%} of this host's kernel.{name} {host_limit}: "
-                "lower sandbox.pids_limit or sandbox.pool_size, or raise the limit (bash scripts/setup.sh "
-                "--gvisor raises kernel.pid_max)"
+                f"lower sandbox.pids_limit or sandbox.pool_size ({how})"
             )
 
 

@@ -60,11 +60,12 @@ uses an equally strict replacement for each: a process's children from the paren
 of every /proc/<pid>/stat, System V IPC objects from the kernel's counts (*_INFO) and by
 removing every id handed out since the last job, and a candidate's end from SIGCHLD.
 gVisor also gives a candidate's orphans to PID 1 rather than to the spawner (a
-subreaper): after every job that left any, the runner, as the container's init, ends
-every process but itself with one kill(-1) (the spawner too, a fresh one follows) and
-reaps them, before it answers. At each candidate's end the spawner first kills the
-candidate's process group in one call, so a fork bomb that stays in its group leaves
-nothing behind to chase.
+subreaper): after every job the runner kills and reaps every child of its own but the
+spawner, before it answers. At each candidate's end the spawner first kills the
+candidate's process group in one call, so mostly there are only the dead to reap; if
+any other is alive (a fork bomb whose processes left the group), the runner, as the
+container's init, ends every process but itself with one kill(-1), the spawner too, and
+starts a fresh spawner.
 
 Modules: startup (arguments, protection, the job loop), server (one job), spawner, child
 (the candidate's side of the fork), processes (what a job leaves behind), kernel (what the

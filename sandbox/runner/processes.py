@@ -18,6 +18,13 @@ def stray_children(spawner: int | None) -> list[int]:
     return [pid for pid in _child_pids() if pid != spawner]
 
 
+def reap_dead_strays(spawner: int | None) -> bool:
+    """Reap those children of the runner but its spawner that have ended; True if no
+    other is left."""
+    strays = stray_children(spawner)
+    return not strays or (_reap(strays) and not stray_children(spawner))
+
+
 def clear_strays(spawner: int | None) -> bool:
     """Kill and reap every child of the runner but its spawner; False if some would not
     die. Each one's own children come to the runner in turn, until none is left."""

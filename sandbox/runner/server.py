@@ -34,8 +34,8 @@ from .processes import (
     clear_strays,
     descendants,
     is_running,
+    reap_dead_strays,
     remove_ipc_objects,
-    stray_children,
 )
 from .protocol import RESULT_LIMIT_BYTES, TOKEN_FIELD
 from .spawner import LIVENESS_S, Ending, Spawner, SpawnerLost
@@ -173,13 +173,15 @@ class Runner:
 
     def _clear_strays(self) -> bool:
         """Processes of the job that came to the runner, not to the spawner: under gVisor,
-        which hands orphans to PID 1. As the container's init the runner ends them all at
-        once (kill(-1), which takes the spawner too; a fresh one follows), since a fork bomb
-        whose processes leave its group would outrun killing them one at a time."""
+        which hands orphans to PID 1. Those of the candidate's process group are dead
+        already (the spawner killed the group) and are only reaped here. As the
+        container's init, the runner ends any other at once with kill(-1), which takes the
+        spawner too (a fresh one follows): a fork bomb whose processes left its group
+        would outrun killing them one at a time."""
         spawner = self.spawner.pid if self.spawner is not None else None
-        if self.is_namespace_init and stray_children(spawner):
-            return self._drop_spawner()
-        return clear_strays(spawner)
+        if not self.is_namespace_init:
+            return clear_strays(spawner)
+        return reap_dead_strays(spawner) or self._drop_spawner()
 
     def _spawner(self) -> Spawner:
         if self.spawner is None:

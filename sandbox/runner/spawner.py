@@ -149,9 +149,9 @@ def serve_as_spawner(channel: socket.socket, is_namespace_init: bool) -> None:
             os.close(result_write)
             timed_out = _await_exit(pid, timeout_s)
             # The candidate's process group (its own, see become_candidate) ends in one call,
-            # before its leader is reaped and the group's id could be reused. Under gVisor,
-            # which hands orphans to PID 1, the runner would otherwise kill a fork bomb one
-            # orphan at a time while the rest fork on.
+            # before its leader is reaped and the group's id could be reused: a fork bomb that
+            # stays in its group is not chased one process at a time while the rest fork on
+            # (by this subreaper, or under gVisor, which hands orphans to PID 1, the runner).
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
