@@ -11,6 +11,8 @@ not list runsc (`bash scripts/setup.sh --gvisor` registers it).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import docker
 import pytest
 
@@ -172,12 +174,22 @@ RUNTIMES = [
 ]
 
 
+BOX_CONFIG = SandboxConfig(backend="docker", pool_size=1, timeout_s=2.0, output_limit_bytes=4096, pids_limit=64)
+
+
 @pytest.fixture(scope="module", params=RUNTIMES)
 def box(request):
-    config = SandboxConfig(backend="docker", pool_size=1, timeout_s=2.0, output_limit_bytes=4096,
-                           pids_limit=64, runtime=request.param)
-    with DockerSandbox(config) as sandbox:
+    with DockerSandbox(replace(BOX_CONFIG, runtime=request.param)) as sandbox:
         yield sandbox
+
+
+def container_of(box) -> dict:
+    """What Docker says of the box's one container."""
+    client = docker.from_env()
+    try:
+        return client.api.inspect_container(containers_of(box)[0])
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("index", range(len(HOSTILE_HERE)))
@@ -204,12 +216,8 @@ def test_a_fork_bomb_held_to_the_default_limit_ends_in_it_and_its_runner_serves_
 
 
 def test_the_container_limits_make_room_for_the_runtime_itself(box):
-    config = box._pool.config
-    client = docker.from_env()
-    try:
-        host = client.api.inspect_container(containers_of(box)[0])["HostConfig"]
-    finally:
-        client.close()
+    host = container_of(box)["HostConfig"]
+    config = replace(BOX_CONFIG, runtime=host["Runtime"])
     runsc = config.runtime == "runsc"
     assert host["PidsLimit"] == host_pids_limit(config) == (64 + 64 * (64 + 64) if runsc else 64)
     extra_mb = runtime_memory_mb(config)
@@ -267,14 +275,10 @@ def test_the_runner_holds_no_capability_and_under_runsc_a_uid_of_its_own(box):
     assert own == {"Uid": ["10001"] * 4, "Gid": ["10001"] * 4, "CapPrm": ["0" * 16], "CapEff": ["0" * 16]}
     # real, effective, saved, filesystem: under runsc the runner acts as the candidates'
     # uid (to signal them and remove their files) but no candidate has its real or saved uid
-    runc = box._pool.config.runtime == "runc"
+    attributes = container_of(box)
+    runc = attributes["HostConfig"]["Runtime"] == "runc"
     uids = ["10001"] * 4 if runc else ["10000", "10001", "10000", "10001"]
     assert runner == {"Uid": uids, "Gid": ["10001"] * 4, "CapPrm": ["0" * 16], "CapEff": ["0" * 16]}
-    client = docker.from_env()
-    try:
-        attributes = client.api.inspect_container(containers_of(box)[0])
-    finally:
-        client.close()
     assert attributes["HostConfig"]["CapDrop"] == ["ALL"]
     assert (attributes["Config"]["User"], attributes["HostConfig"]["CapAdd"]) == (
         ("10001:10001", None) if runc else ("0:0", ["SETUID", "SETGID"]))
